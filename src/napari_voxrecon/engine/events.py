@@ -1,0 +1,40 @@
+"""What a running job yields: progress, notices and finished slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of work (usually output planes) are finished."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user must be told (e.g. the announced CPU fallback)."""
+
+    message: str
+    level: str = "info"  # "info" or "warning"
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """A finished output plane: z index in the output grid and the 2D array (input units).
+
+    ``output`` names the volume it belongs to: "result" for the reconstruction, other names
+    (e.g. "uncertainty") for companion volumes of the same shape.
+    """
+
+    z: int
+    data: np.ndarray
+    output: str = "result"
+
+
+Event = Progress | Notice | SliceResult

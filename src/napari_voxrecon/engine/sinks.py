@@ -1,0 +1,155 @@
+"""Where finished slices go: memory, a TIFF written at the end, or a zarr store filled live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import VoxreconError
+
+
+class NumpySink:
+    """Collects slices in an array (NaN where nothing has arrived yet)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.array = np.full(shape, np.nan, dtype=np.float32)
+
+    def write(self, z: int, plane: np.ndarray) -> None:
+        self.array[z] = plane
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> np.ndarray:
+        return self.array
+
+
+class TiffSink(NumpySink):
+    """Collects slices in memory and writes the TIFF only once all are there (atomic rename)."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> None:
+        super().__init__(shape)
+        self.path = Path(path)
+        self.voxel_size = voxel_size
+
+    def close(self) -> np.ndarray:
+        from ..io.tiff import write_tiff
+
+        write_tiff(self.path, self.array, self.voxel_size)
+        return self.array
+
+
+class ZarrSink:
+    """Writes each slice to an OME-Zarr store as it arrives; finished planes are on disk.
+
+    The group attribute ``voxrecon`` lists the finished planes and is marked ``complete`` only
+    when the job finishes, so an interrupted store never looks complete and can be resumed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int],
+        voxel_size: tuple[float, float, float],
+        job_record: dict[str, Any] | None = None,
+        resume: bool = False,
+    ) -> None:
+        import zarr
+
+        from ..io.zarr_store import create_zarr
+
+        self.path = Path(path)
+        if resume:
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            self.array = self.group["0"]
+            self.done = set(int(z) for z in self.group.attrs["voxrecon"].get("done", []))
+        else:
+            self.group, self.array = create_zarr(self.path, shape, voxel_size, np.float32, job_record, overwrite=True)
+            self.done = set()
+
+    def _save_state(self, complete: bool = False) -> None:
+        state = dict(self.group.attrs["voxrecon"])
+        state["done"] = sorted(self.done)
+        state["complete"] = complete
+        self.group.attrs["voxrecon"] = state
+
+    def write(self, z: int, plane: np.ndarray) -> None:
+        self.array[z] = np.asarray(plane, dtype=np.float32)
+        self.done.add(int(z))
+        self._save_state()
+
+    def abort(self) -> None:
+        pass  # finished planes stay; the store stays marked incomplete
+
+    def close(self) -> Any:
+        if len(self.done) != self.array.shape[0]:
+            missing = self.array.shape[0] - len(self.done)
+            raise VoxreconError(f"{self.path}: {missing} plane(s) were never produced; the output is incomplete.")
+        self._save_state(complete=True)
+        return self.array
+
+
+def companion_path(path: str | os.PathLike, output: str) -> Path:
+    """Path of a companion output, e.g. ``out.tif`` -> ``out_uncertainty.tif``."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".ome.zarr", ".zarr", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + f"_{output}" + name[-len(suffix):])
+    return path.with_name(name + f"_{output}")
+
+
+def open_file_sinks(
+    path: str | os.PathLike,
+    job: Any,
+    overwrite: bool = False,
+) -> tuple[dict[str, Any], frozenset[int]]:
+    """Sinks for every output of ``job`` at ``path`` (companions beside it).
+
+    Returns (sinks, planes already done). A zarr output left incomplete by an interrupted run of
+    the same job is resumed; a complete one, or one of another job, is refused unless
+    ``overwrite``. Nothing is deleted before the new run has been validated.
+    """
+    from ..io.formats import check_output_path, format_of, remove_output
+    from ..io.zarr_store import zarr_progress
+
+    fmt = format_of(path)
+    if fmt is None:
+        raise VoxreconError(f"{path}: unsupported output type; use a .tif, .tiff or .zarr path.")
+    paths = {name: (Path(path) if name == "result" else companion_path(path, name)) for name in job.outputs}
+    record = job.record()
+    resume = False
+    if fmt == "zarr" and not overwrite and Path(path).exists():
+        progress = zarr_progress(path)
+        if progress is None:
+            raise VoxreconError(f"{path} already exists and was not written by voxrecon; pass --overwrite to replace it.")
+        if progress.get("complete"):
+            raise VoxreconError(f"{path} is already complete; pass --overwrite to compute it again.")
+        if progress.get("job") != record:
+            raise VoxreconError(
+                f"{path} holds an unfinished run of a different job ({progress.get('job')}); "
+                "pass --overwrite to replace it, or use the same command to resume it."
+            )
+        resume = all(zarr_progress(p) is not None for p in paths.values())
+    if not resume:
+        for p in paths.values():
+            check_output_path(p, overwrite)
+        for p in paths.values():
+            if fmt == "zarr" and p.exists():
+                remove_output(p)
+    sinks: dict[str, Any] = {}
+    done: frozenset[int] = frozenset()
+    for name, p in paths.items():
+        if fmt == "zarr":
+            sinks[name] = ZarrSink(p, job.output_shape, job.output_voxel_size, record, resume=resume)
+        else:
+            sinks[name] = TiffSink(p, job.output_shape, job.output_voxel_size)
+    if resume:
+        done = frozenset(sinks["result"].done)
+        for name, sink in sinks.items():
+            if name != "result":
+                done = done & frozenset(sink.done)
+    return sinks, done

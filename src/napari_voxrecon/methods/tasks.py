@@ -1,0 +1,88 @@
+"""The tasks' geometry: output grid, voxel size and input checks (architecture table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine.registry import Param, Task, register_task
+from ..errors import InputError
+
+INTERVAL = Param("interval", int, None, "acquisition interval n: every n-th plane was imaged (sparse) or each image is the mean of n planes (projection)", min=2, max=64)
+
+
+def _sparse_shape(shape: tuple[int, int, int], p: dict[str, Any]) -> tuple[int, int, int]:
+    return ((shape[0] - 1) * p["interval"] + 1, shape[1], shape[2])
+
+
+def _sparse_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
+    if shape[0] < 2:
+        raise InputError(
+            f"input: the sparse task needs at least 2 acquired planes to fill between, found {shape[0]}."
+        )
+
+
+def _projection_shape(shape: tuple[int, int, int], p: dict[str, Any]) -> tuple[int, int, int]:
+    return (shape[0] * p["interval"], shape[1], shape[2])
+
+
+def _axial_voxel(vs: tuple[float, float, float], p: dict[str, Any]) -> tuple[float, float, float]:
+    return (vs[0] / p["interval"], vs[1], vs[2])
+
+
+def _no_check(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
+    return None
+
+
+def _restore_shape(shape: tuple[int, int, int], p: dict[str, Any]) -> tuple[int, int, int]:
+    a, l = p["axial_factor"], p["lateral_factor"]
+    return (shape[0] * a, shape[1] * l, shape[2] * l)
+
+
+def _restore_voxel(vs: tuple[float, float, float], p: dict[str, Any]) -> tuple[float, float, float]:
+    a, l = p["axial_factor"], p["lateral_factor"]
+    return (vs[0] / a, vs[1] / l, vs[2] / l)
+
+
+def _restore_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
+    if p["axial_factor"] > 1 and shape[0] < 2:
+        raise InputError("input: axial upsampling needs at least 2 planes.")
+
+
+SPARSE = register_task(
+    Task(
+        name="sparse",
+        help="only every n-th z-plane was imaged: fill the n-1 planes between acquired planes",
+        params=(INTERVAL,),
+        output_shape=_sparse_shape,
+        output_voxel_size=_axial_voxel,
+        validate=_sparse_validate,
+        default_method="linear",
+    )
+)
+
+PROJECTION = register_task(
+    Task(
+        name="projection",
+        help="each image is the axial mean of n consecutive planes: recover the n planes",
+        params=(INTERVAL,),
+        output_shape=_projection_shape,
+        output_voxel_size=_axial_voxel,
+        validate=_no_check,
+        default_method="linear",
+    )
+)
+
+RESTORE = register_task(
+    Task(
+        name="restore",
+        help="a fast low-resolution, noisy volume: restore axial/lateral resolution and denoise",
+        params=(
+            Param("axial_factor", int, None, "axial upsampling factor a (output has Z*a planes)", min=1, max=32),
+            Param("lateral_factor", int, 1, "lateral upsampling factor l (output is H*l x W*l)", min=1, max=8),
+        ),
+        output_shape=_restore_shape,
+        output_voxel_size=_restore_voxel,
+        validate=_restore_validate,
+        default_method="trilinear",
+    )
+)
