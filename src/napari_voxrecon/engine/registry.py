@@ -99,6 +99,9 @@ def register_task(task: Task) -> Task:
 
 
 def register(method: Method) -> Method:
+    """Add a method (built-in or from a plugin/test); its task must exist."""
+    if method.task not in TASKS:
+        _ensure_loaded()
     if method.task not in TASKS:
         raise ValueError(f"unknown task {method.task!r} for method {method.name!r}")
     key = (method.task, method.name)
@@ -106,6 +109,11 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} of task {method.task!r} is registered twice")
     _METHODS[key] = method
     return method
+
+
+def unregister(task: str, name: str) -> None:
+    """Remove a method registered at run time (tests, plugins being reloaded)."""
+    _METHODS.pop((task, name), None)
 
 
 def _ensure_loaded() -> None:

@@ -1,8 +1,9 @@
 """Classical baselines of the ``projection`` task.
 
 Projection k is the mean of planes k*n .. k*n+n-1, so it is placed at their centre
-c_k = k*n + (n-1)/2. The sequence of projections is interpolated along z (linear or cubic,
-clamped at the ends) and each group is then shifted so that its mean equals its projection
+c_k = k*n + (n-1)/2. The sequence of projections is interpolated along z (linear or cubic; the
+half group beyond the first and last centre is extrapolated from the end segment, so a linear
+ramp is recovered exactly) and each group is then shifted so that its mean equals its projection
 exactly: the result is consistent with the measurement.
 """
 
@@ -39,13 +40,13 @@ def _run(ctx, order: int) -> Iterator[SliceResult]:
             continue
         group = np.empty((n, *proj.shape[1:]), np.float64)
         for i, z in enumerate(planes):
-            c = float(np.clip(z, centres[0], centres[-1]))
+            c = float(z)
             if m == 1:
                 group[i] = proj[0]
             elif spline is not None:
                 group[i] = spline(c)
             else:
-                j = min(int(np.searchsorted(centres, c, side="right")) - 1, m - 2)
+                j = int(np.clip(np.searchsorted(centres, c, side="right") - 1, 0, m - 2))
                 t = (c - centres[j]) / n
                 group[i] = (1 - t) * proj[j] + t * proj[j + 1]
         group = enforce_group_means(group, proj[k])

@@ -1,0 +1,336 @@
+"""The ``voxrecon`` command line: simulate, reconstruct, evaluate, demo.
+
+Method flags are generated from the registry's parameter declarations, so the CLI and the
+napari widget always offer the same parameters. Errors end the program with a one-line reason
+and a non-zero exit status; an existing output is never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import JobCancelled, VoxreconError
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _progress_bar(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="plane", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
+def _say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr)
+
+
+def _write(path: str, data, voxel_size, overwrite: bool, quiet: bool) -> None:
+    from .io import write_volume
+
+    write_volume(path, data, voxel_size, overwrite=overwrite)
+    _say(f"wrote {path}  shape {tuple(data.shape)}  voxel (z, y, x) {tuple(round(v, 4) for v in voxel_size)} µm", quiet)
+
+
+def _add_common_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr path")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+
+
+def _param_kwargs(param) -> dict[str, Any]:
+    kw: dict[str, Any] = {"default": None, "help": param.help}
+    if param.type is bool:
+        kw["type"] = lambda s: s.strip().lower() in ("1", "true", "yes", "on")
+        kw["metavar"] = "{true,false}"
+    else:
+        kw["type"] = str  # coerced and range-checked by Param.coerce, one place for both front ends
+        if param.choices:
+            kw["metavar"] = "{" + ",".join(map(str, param.choices)) + "}"
+    if param.default is not None:
+        kw["help"] += f" (default {param.default})"
+    return kw
+
+
+# ---------------------------------------------------------------------------- simulate
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .io import check_volume, read_volume
+    from .io.formats import check_output_path
+    from . import simulate as sim
+
+    check_output_path(args.output, args.overwrite)
+    if args.kind == "phantom":
+        from .simulate.phantoms import make_phantom
+
+        data = make_phantom(tuple(args.shape), kind=args.structure, seed=args.seed, voxel_size=tuple(args.voxel_size), noise_level=args.noise_level)
+        _write(args.output, data, tuple(args.voxel_size), args.overwrite, args.quiet)
+        return 0
+    gt = read_volume(args.input)
+    check_volume(gt.data, f"{args.input}")
+    vz, vy, vx = gt.voxel_size
+    if args.kind == "sparse":
+        out, vs = sim.simulate_sparse(gt.data, args.interval), (vz * args.interval, vy, vx)
+    elif args.kind == "projection":
+        out, vs = sim.simulate_projection(gt.data, args.interval), (vz * args.interval, vy, vx)
+    else:
+        a, l = args.axial_factor, args.lateral_factor
+        out = sim.simulate_restore(gt.data, a, l, args.noise_level, args.seed)
+        vs = (vz * a, vy * l, vx * l)
+    _write(args.output, out, vs, args.overwrite, args.quiet)
+    return 0
+
+
+# ---------------------------------------------------------------------------- reconstruct
+
+
+def run_reconstruction(
+    task: str,
+    input_path: str,
+    output_path: str,
+    params: dict[str, Any],
+    method: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Read, reconstruct with a progress bar into file sinks, and return a small report."""
+    from .engine import Job, run_job
+    from .engine.events import Notice, Progress
+    from .engine.sinks import open_file_sinks
+    from .io import read_volume
+
+    vol = read_volume(input_path)
+    job = Job(task, vol.data, params, method=method, voxel_size=vol.voxel_size, seed=seed, device=device)
+    sinks, done = open_file_sinks(output_path, job, overwrite=overwrite)
+    if done:
+        _say(f"resuming {output_path}: {len(done)} of {job.output_shape[0]} planes already done", quiet)
+    bar = _progress_bar(job.output_shape[0], f"{task}/{job.method}", quiet)
+    bar.update(len(done))
+    start = time.perf_counter()
+
+    def on_event(ev) -> None:
+        if isinstance(ev, Progress):
+            bar.update(ev.done - bar.n)  # update() honours mininterval; refresh() would redraw per plane
+        elif isinstance(ev, Notice):
+            bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)
+
+    try:
+        run_job(job, sinks, on_event=on_event, skip=done)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    for name, sink in sinks.items():
+        _say(f"wrote {sink.path}  shape {job.output_shape}  voxel (z, y, x) {tuple(round(v, 4) for v in job.output_voxel_size)} µm", quiet)
+    return {"task": task, "method": job.method, "seconds": seconds, "shape": job.output_shape, "outputs": {n: str(s.path) for n, s in sinks.items()}}
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .engine.registry import get_method, get_task
+
+    task = get_task(args.task)
+    method = get_method(args.task, args.method)
+    given = {}
+    for p in (*task.params, *_all_method_params(args.task)):
+        value = getattr(args, p.name, None)
+        if value is not None:
+            given[p.name] = value
+    # A flag of another method of this task is an error, not silently ignored.
+    allowed = {p.name for p in (*task.params, *method.params)}
+    stray = [k for k in given if k not in allowed]
+    if stray:
+        raise VoxreconError(
+            f"method {method.name!r} does not take {', '.join('--' + k.replace('_', '-') for k in stray)}."
+        )
+    run_reconstruction(args.task, args.input, args.output, given, method.name, args.seed, args.device, args.overwrite, args.quiet)
+    return 0
+
+
+def _all_method_params(task: str):
+    from .engine.registry import list_methods
+
+    seen: dict[str, Any] = {}
+    for m in list_methods(task):
+        for p in m.params:
+            seen.setdefault(p.name, p)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .io import read_volume
+    from .metrics import evaluate, missing_planes
+
+    pred = read_volume(args.prediction).data
+    gt = read_volume(args.ground_truth).data
+    planes = None
+    if args.missing_only:
+        if not args.interval:
+            raise VoxreconError("--missing-only needs --interval N (the sparse task's interval).")
+        planes = missing_planes(gt.shape[0], args.interval)
+    scores = evaluate(pred, gt, planes=planes)
+    if args.json:
+        print(json.dumps({"prediction": args.prediction, "ground_truth": args.ground_truth, "planes": "missing" if planes else "all", **scores}, indent=2))
+    else:
+        for k, v in scores.items():
+            print(f"{k:8s} {v:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def _free_folder(base: Path) -> Path:
+    if not base.exists():
+        return base
+    i = 2
+    while Path(f"{base}-{i}").exists():
+        i += 1
+    return Path(f"{base}-{i}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    folder = Path(args.output) if args.output else _free_folder(Path("voxrecon-demo"))
+    if folder.exists() and any(folder.iterdir()) and not args.overwrite:
+        raise VoxreconError(f"{folder} exists and is not empty; pass --overwrite or choose another --output folder.")
+    run_demo(folder, interval=args.interval, device=args.device, quiet=args.quiet, overwrite=args.overwrite)
+    return 0
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .engine.registry import TASKS, get_task, list_methods
+
+    get_task("sparse")
+    for name, task in TASKS.items():
+        print(f"{name}: {task.help}")
+        for m in list_methods(name):
+            default = " (default)" if m.name == task.default_method else ""
+            print(f"  {m.name:14s}{m.help}{default}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .engine.device import DEVICES
+    from .engine.registry import TASKS, get_task, list_methods
+
+    get_task("sparse")  # load the registry
+    parser = argparse.ArgumentParser(
+        prog="voxrecon",
+        description="Reconstruct full 3D microscopy volumes from sparse, projected or low-quality acquisitions.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # simulate
+    p_sim = sub.add_parser("simulate", help="simulate an acquisition from a ground-truth volume, or a phantom")
+    sim_sub = p_sim.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, help_ in (("sparse", "keep every n-th plane (0, n, 2n, ...)"), ("projection", "plane k = mean of planes k*n..k*n+n-1")):
+        p = sim_sub.add_parser(kind, help=help_)
+        p.add_argument("input", help="ground-truth volume (.tif/.tiff/.zarr)")
+        p.add_argument("--interval", type=int, required=True, help="n")
+        _add_common_output(p)
+    p = sim_sub.add_parser("restore", help="axial blur + subsampling, optional lateral, Poisson-Gaussian noise")
+    p.add_argument("input", help="ground-truth volume (.tif/.tiff/.zarr)")
+    p.add_argument("--axial-factor", type=int, required=True, help="axial subsampling factor a")
+    p.add_argument("--lateral-factor", type=int, default=1, help="lateral subsampling factor l (default 1)")
+    p.add_argument("--noise-level", type=float, default=0.0, help="relative Poisson noise at the bright level, e.g. 0.05 (default 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    _add_common_output(p)
+    p = sim_sub.add_parser("phantom", help="a procedural phantom (tubes, nuclei, membranes, puncta) through an anisotropic PSF")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"))
+    p.add_argument("--structure", default="mixed", help="tubes, nuclei, membranes, puncta or mixed (default mixed)")
+    p.add_argument("--voxel-size", type=float, nargs=3, default=(0.5, 0.2, 0.2), metavar=("Z", "Y", "X"), help="µm")
+    p.add_argument("--noise-level", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    _add_common_output(p)
+    p_sim.set_defaults(func=_cmd_simulate)
+
+    # reconstruct
+    p_rec = sub.add_parser("reconstruct", help="reconstruct a full volume")
+    rec_sub = p_rec.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, task in TASKS.items():
+        methods = list_methods(name)
+        p = rec_sub.add_parser(name, help=task.help, description=task.help)
+        p.add_argument("input", help="input volume (.tif/.tiff/.zarr)")
+        for param in task.params:
+            kw = _param_kwargs(param)
+            kw["required"] = param.default is None
+            p.add_argument(param.flag, dest=param.name, **kw)
+        p.add_argument("--method", default=task.default_method, choices=[m.name for m in methods], help=f"(default {task.default_method})")
+        for param in _all_method_params(name):
+            users = [m.name for m in methods if any(q.name == param.name for q in m.params)]
+            kw = _param_kwargs(param)
+            kw["help"] = f"[{', '.join(users)}] " + kw["help"]
+            p.add_argument(param.flag, dest=param.name, **kw)
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same output")
+        p.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto); a missing GPU falls back to the CPU with a notice")
+        _add_common_output(p)
+    p_rec.set_defaults(func=_cmd_reconstruct)
+
+    # evaluate
+    p = sub.add_parser("evaluate", help="score a reconstruction against the ground truth")
+    p.add_argument("prediction")
+    p.add_argument("ground_truth")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--missing-only", action="store_true", help="sparse task: score only the planes that were not acquired")
+    p.add_argument("--interval", type=int, help="the sparse interval, with --missing-only")
+    p.set_defaults(func=_cmd_evaluate)
+
+    # demo
+    p = sub.add_parser("demo", help="run the main job on the embedded sample (no arguments needed)")
+    p.add_argument("--output", help="folder for the demo files (default: a new voxrecon-demo folder)")
+    p.add_argument("--interval", type=int, default=4, help="sparse interval (default 4)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+    # methods
+    p = sub.add_parser("methods", help="list tasks and methods")
+    p.set_defaults(func=_cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("voxrecon: cancelled; nothing complete was written (a zarr output resumes with the same command).", file=sys.stderr)
+        return EXIT_CANCELLED
+    except JobCancelled as err:
+        print(f"voxrecon: {err}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except VoxreconError as err:
+        print(f"voxrecon: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print("voxrecon: error: out of memory; use a .zarr output and a smaller input region.", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
