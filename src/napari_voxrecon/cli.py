@@ -212,6 +212,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.train_sparse import train_sparse
+
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
+    folder = train_sparse(
+        args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
+        checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
+        overwrite=args.overwrite, log=lambda m: print(m, flush=True),
+        should_stop=(lambda: time.monotonic() > deadline) if deadline else None,
+    )
+    if folder is not None:
+        print(f"wrote weights to {folder}")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .engine.device import resolve_device
+    from .io import check_volume, read_volume
+    from .models.self_alignment import finetune_to_folder
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise VoxreconError(f"{out} exists and is not empty; pass --overwrite or choose another folder.")
+    vol = read_volume(args.stack)
+    check_volume(vol.data, args.stack, min_planes=3)
+    device, notice = resolve_device(args.device)
+    if notice:
+        _say("warning: " + notice, args.quiet)
+    total = args.rounds * (vol.shape[0] - 2) * (args.interval - 1)
+    bar = _progress_bar(total, "self-alignment", args.quiet)
+    bar.unit = "update"
+
+    def on_progress(rec: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", refresh=False)
+
+    try:
+        folder = finetune_to_folder(vol.data.astype("float32"), args.interval, args.output, args.weights, device=device,
+                                    overwrite=args.overwrite, source_name=Path(args.stack).name, on_progress=on_progress,
+                                    rounds=args.rounds, lr=args.lr, steps=args.steps, seed=args.seed)
+    finally:
+        bar.close()
+    _say(f"wrote fine-tuned weights to {folder}; use them with --weights {folder}", args.quiet)
+    return 0
+
+
 # ---------------------------------------------------------------------------- methods
 
 
@@ -306,6 +355,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    # train
+    p = sub.add_parser("train", help="train a model from volumes (TIFF/zarr) and procedural phantoms")
+    p.add_argument("model", choices=["sparse3diff", "unet"], help="the model to train (task sparse)")
+    p.add_argument("--data", nargs="*", default=[], help="real training volumes; the last --holdout fraction of x is kept out")
+    p.add_argument("-o", "--output", help="folder for the trained weights (safetensors + config.json + card)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=64, help="lateral crop of the training windows")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--holdout", type=float, default=0.375, help="fraction of x of each real volume kept out of training")
+    p.add_argument("--phantom-fraction", type=float, default=0.5, help="share of windows drawn from phantoms")
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net widths per level")
+    p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    # finetune
+    p = sub.add_parser("finetune", help="self-align a model on a new stack without ground truth (Sparse3Diff section 2.3)")
+    p.add_argument("model", choices=["sparse3diff"])
+    p.add_argument("stack", help="the acquired sparse stack (.tif/.tiff/.zarr)")
+    p.add_argument("--interval", type=int, required=True)
+    p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned weights")
+    p.add_argument("--weights", default="default", help="weights to start from (default: embedded)")
+    p.add_argument("--rounds", type=int, default=1, help="passes over all reference planes (default 1)")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--steps", type=int, default=10, help="sampling steps for the inferred planes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_finetune)
+
+    # weights
+    from .weights_cli import add_weights_parser
+
+    add_weights_parser(sub)
 
     # methods
     p = sub.add_parser("methods", help="list tasks and methods")

@@ -27,6 +27,25 @@ def load_sample() -> Volume:
         return read_volume(path)
 
 
+def pick_demo_method() -> str:
+    """The first of DEMO_METHODS that is registered and, if it needs weights, has embedded ones."""
+    from .engine.registry import list_methods
+    from .errors import VoxreconError
+    from .weights import default_weights
+
+    methods = {m.name: m for m in list_methods("sparse")}
+    for name in DEMO_METHODS:
+        if name not in methods:
+            continue
+        if methods[name].uses_weights:
+            try:
+                default_weights(name)
+            except VoxreconError:
+                continue
+        return name
+    return "linear"
+
+
 def run_demo(folder: Path, interval: int = 4, device: str = "auto", quiet: bool = False, overwrite: bool = False) -> dict:
     from .cli import _say, run_reconstruction
     from .engine.registry import list_methods
@@ -36,8 +55,7 @@ def run_demo(folder: Path, interval: int = 4, device: str = "auto", quiet: bool 
 
     folder.mkdir(parents=True, exist_ok=True)
     gt = load_sample()
-    available = {m.name for m in list_methods("sparse")}
-    method = next(m for m in DEMO_METHODS if m in available)
+    method = pick_demo_method()
     _say(f"demo: embedded sample {SAMPLE_FILE} {gt.shape}, keeping every {interval}th plane, reconstructing with '{method}'", quiet)
     gt_path, sparse_path = folder / "ground_truth.tif", folder / f"sparse_n{interval}.tif"
     vz, vy, vx = gt.voxel_size

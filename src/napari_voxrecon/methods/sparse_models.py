@@ -1,0 +1,103 @@
+"""Learned methods of the ``sparse`` task: ``sparse3diff`` (diffusion) and ``unet`` (regression).
+
+Both run the same subvolume-by-subvolume generator (``models.sparse3diff.reconstruct_sparse``):
+acquired planes are yielded bit-exact at once, each gap's n-1 planes as soon as they are done.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..engine.events import Notice, SliceResult
+from ..engine.registry import Method, Param, register
+
+WEIGHTS = Param("weights", str, "default", "weights: 'default' (embedded), an embedded name, a local folder, or a Hub repo id org/name[@revision]")
+TILE = Param("tile", int, 256, "lateral tile size in pixels (tiles overlap by 32 and are blended)", min=64, max=4096)
+
+
+def _build(state: dict, config: dict, device: str) -> Any:
+    from ..diffusion.schedule import VPSchedule
+    from ..models.sparse3diff import SparseModel
+    from ..models.sparse_window_net import SparseWindowNet
+
+    arch = dict(config["architecture"])
+    arch["channels"] = tuple(arch["channels"])
+    net = SparseWindowNet(**arch)
+    net.load_state_dict(state)
+    net.eval().to(device)
+    sched = config.get("schedule", {"kind": "cosine", "zero_terminal_snr": True})
+    return SparseModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]), device)
+
+
+def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
+    import torch
+
+    from ..engine.device import is_out_of_memory
+    from ..models.loading import load_model
+    from ..models.sparse3diff import reconstruct_sparse
+
+    method = ctx.method.name
+    device = ctx.device
+    model = load_model(method, ctx.params["weights"], device)
+    torch.manual_seed(ctx.seed)
+    done: set[int] = set(ctx.skip)
+    n = ctx.params["interval"]
+    while True:
+        try:
+            for z, plane, sd in reconstruct_sparse(model, ctx.volume, n, skip=frozenset(done), seed=ctx.seed,
+                                                   check_cancel=ctx.check_cancel, tile=ctx.params["tile"], **fill_kw):
+                done.add(z)
+                yield SliceResult(z, plane)
+                if sd is not None:
+                    yield SliceResult(z, sd, "uncertainty")
+            return
+        except RuntimeError as err:
+            if device == "cpu" or not is_out_of_memory(err):
+                raise
+            yield Notice(f"the GPU ran out of memory ({device}); continuing on the CPU (slower). "
+                         "A smaller --tile keeps the next run on the GPU.", "warning")
+            device = "cpu"
+            torch.cuda.empty_cache()
+            model = load_model(method, ctx.params["weights"], "cpu")
+
+
+def _run_diffusion(ctx) -> Iterator[Any]:
+    p = ctx.params
+    yield from _run(ctx, dict(steps=p["steps"], sampler=p["sampler"], guidance=p["guidance"], samples=p["samples"]))
+
+
+def _run_unet(ctx) -> Iterator[Any]:
+    yield from _run(ctx, {})
+
+
+def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
+    return ("result", "uncertainty") if params.get("samples", 1) > 1 else ("result",)
+
+
+def _register() -> None:
+    from ..models.loading import BUILDERS
+
+    BUILDERS["sparse3diff"] = _build
+    BUILDERS["unet"] = _build
+    register(Method(
+        "sparse", "sparse3diff",
+        "Sparse3Diff: slice-guided, z-position-aware diffusion (trained model)",
+        _run_diffusion,
+        params=(
+            WEIGHTS,
+            Param("steps", int, 10, "sampling steps", min=1, max=1000),
+            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            Param("guidance", float, 0.0, "classifier-free guidance weight w (eq. 5); 0 = conditional model only", min=0.0, max=10.0),
+            Param("samples", int, 1, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
+            TILE,
+        ),
+        outputs=_outputs, uses_weights=True, uses_torch=True,
+    ))
+    register(Method(
+        "sparse", "unet",
+        "U-Net regression of the missing planes (residual over linear interpolation; trained model)",
+        _run_unet, params=(WEIGHTS, TILE), uses_weights=True, uses_torch=True,
+    ))
+
+
+_register()

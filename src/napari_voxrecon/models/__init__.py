@@ -1,0 +1,1 @@
+"""Trained models (torch). Imported lazily by the methods that use them."""

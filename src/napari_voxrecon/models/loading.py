@@ -1,0 +1,34 @@
+"""Build a model from a weights folder (embedded, local or Hub), cached once per process."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+_CACHE: dict[tuple[str, str, str], Any] = {}
+
+#: method name -> function(state_dict, config, device) -> model object
+BUILDERS: dict[str, Callable[[dict, dict, str], Any]] = {}
+
+
+def load_model(method: str, spec: str | None, device: str = "cpu", cached: bool = True) -> Any:
+    """The model of ``method`` from weights ``spec`` on ``device``; loaded once per process
+    (and per worker, for the dask runner), not once per job or chunk. ``cached=False`` gives a
+    private copy (for fine-tuning, which changes the weights)."""
+    from ..weights import load_weights
+
+    key = (method, spec or "default", device)
+    if not cached:
+        state, config, folder = load_weights(spec, method, device="cpu")
+        model = BUILDERS[method](state, config, device)
+        model.weights_folder, model.config = folder, config
+        return model
+    if key not in _CACHE:
+        state, config, folder = load_weights(spec, method, device="cpu")
+        model = BUILDERS[method](state, config, device)
+        model.weights_folder, model.config = folder, config
+        _CACHE[key] = model
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -1,0 +1,1 @@
+"""The one training loop of the project and the training-data samplers."""
