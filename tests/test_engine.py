@@ -173,3 +173,10 @@ def test_cuda_request_falls_back_to_cpu_with_notice(monkeypatch):
     assert device == "cpu" and "running on the CPU" in notice
     with pytest.raises(VoxreconError, match="--device"):
         resolve_device("tpu")
+
+
+def test_job_does_not_share_memory_with_the_caller(small_volume):
+    data = small_volume.copy()
+    job = Job("sparse", data, {"interval": 2})
+    data[:] = 0
+    assert job.volume.max() > 0

@@ -112,3 +112,32 @@ def test_zarr_folder_that_is_not_zarr(tmp_path):
     (tmp_path / "junk.zarr").mkdir()
     with pytest.raises(InputError, match="zarr"):
         read_volume(tmp_path / "junk.zarr")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, bool])
+def test_types_imagej_cannot_hold_are_converted(tmp_path, small_volume, dtype):
+    data = (small_volume > 500) if dtype is bool else small_volume.astype(dtype)
+    write_volume(tmp_path / "v.tif", data, (1, 1, 1))
+    np.testing.assert_allclose(read_volume(tmp_path / "v.tif").data, np.asarray(data, np.float64))
+
+
+def test_zarr_overwrite_keeps_old_store_if_write_fails(tmp_path, small_volume, monkeypatch):
+    from napari_voxrecon.io import formats
+
+    path = tmp_path / "v.zarr"
+    write_volume(path, small_volume, (1, 1, 1))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(formats, "write_zarr", boom)
+    with pytest.raises(OSError):
+        write_volume(path, small_volume * 2, (1, 1, 1), overwrite=True)
+    np.testing.assert_array_equal(read_volume(path).data, small_volume)
+
+
+def test_rgb_tiff_refused(tmp_path):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.random.randint(0, 255, (32, 32, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InputError, match="RGB"):
+        read_volume(path)

@@ -64,7 +64,8 @@ class Job:
 
             data, _ = squeeze_to_3d(data, None, "input")
         check_volume(data, "input")
-        self.volume = np.ascontiguousarray(data, dtype=np.float32)
+        # A private copy: the caller (or a napari layer) may change its array while the job runs.
+        self.volume = np.array(data, dtype=np.float32, order="C", copy=True)
         self.task_spec.validate(tuple(self.volume.shape), self.params)
         self.voxel_size = tuple(float(v) for v in self.voxel_size)  # type: ignore[assignment]
 

@@ -84,6 +84,15 @@ def write_volume(
     if fmt == "tiff":
         write_tiff(path, np.asarray(data), vs)
     else:
-        if output_exists(path):
-            remove_output(path)
-        write_zarr(path, np.asarray(data), vs)
+        # Written beside the target and swapped in at the end: a failure keeps the old store.
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.partial")
+        if tmp.exists():
+            remove_output(tmp)
+        write_zarr(tmp, np.asarray(data), vs)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            remove_output(old)

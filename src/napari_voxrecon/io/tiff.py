@@ -80,6 +80,16 @@ def read_tiff(path: str | os.PathLike) -> Volume:
     return Volume(data, voxel, {"axes": axes, "calibrated": any(v is not None for v in (vz, vy, vx))})
 
 
+def imagej_compatible(data: np.ndarray) -> np.ndarray:
+    """ImageJ stores uint8, uint16 and float32 stacks: booleans become uint8, other types float32."""
+    data = np.asarray(data)
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype in (np.uint8, np.uint16, np.float32):
+        return data
+    return data.astype(np.float32)
+
+
 def write_tiff(path: str | os.PathLike, data: np.ndarray, voxel_size: tuple[float, float, float]) -> None:
     """Write an ImageJ hyperstack (ZYX, float32 or integer) with voxel size in micrometres.
 
@@ -90,6 +100,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, voxel_size: tuple[floa
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
+    data = imagej_compatible(data)
     vz, vy, vx = (float(v) for v in voxel_size)
     big = data.nbytes > 3.9 * 2**30
     try:

@@ -45,6 +45,13 @@ def squeeze_to_3d(data: Any, axes: str | None = None, what: str = "input") -> tu
             data = data[index]
             axes = "".join(axes[i] for i in keep)
             shape = tuple(int(s) for s in data.shape)
+    non_spatial = [a for a in axes if a in "CSTE"]  # channel, RGB sample, time, lambda
+    if len(shape) == 3 and non_spatial:
+        kind = "an RGB image" if "S" in axes else "a multichannel or time-lapse image"
+        raise InputError(
+            f"{what}: found {kind} of shape {shape} (axes {axes}); a 3D stack (Z, Y, X) is expected: "
+            "save a single channel's z-stack (e.g. in Fiji: Image > Color > Split Channels)."
+        )
     if len(shape) != 3:
         found = f"{len(shape)}D array of shape {shape}"
         if axes and "?" not in axes:
