@@ -29,19 +29,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
-"$VPY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+# pip -q still prints one warning per missing local mirror folder on some machines: drop those.
+pip_install() { "$VPY" -m pip install -q "$@" 2>&1 | { grep -vE "^WARNING: Location|^\s*$" || true; }; return "${PIPESTATUS[0]}"; }
+pip_install --upgrade pip
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found: installing PyTorch with CUDA"
-    "$VPY" -m pip install -q "torch>=2.2,<=2.14.1"
+    pip_install "torch>=2.2,<=2.14.1"
   else
     # Without a GPU, the CPU build: an unpinned torch would pull a multi-GB CUDA build.
     echo "setup: no NVIDIA GPU: installing the CPU build torch==2.13.0"
-    "$VPY" -m pip install -q "torch==2.13.0"
+    pip_install "torch==2.13.0"
   fi
 fi
 
 echo "setup: installing napari-voxrecon with napari (PyQt5) and test extras"
-"$VPY" -m pip install -q -e ".[all,test]" 2>&1 | grep -vE "^WARNING: Location|^\s*$" || true
+pip_install -e ".[all,test]"
 "$VPY" -c "import napari_voxrecon, napari, torch; print('setup: ok: napari', napari.__version__, '| torch', torch.__version__)"

@@ -156,3 +156,41 @@ def test_tiles_cover_the_plane():
         assert weight.shape == (h, w)
         cover[y0:y0 + h, x0:x0 + w] += weight
     assert cover.min() > 0.0
+
+
+def test_gpu_out_of_memory_falls_back_to_cpu_with_notice(stack_files, tiny_weights, monkeypatch):
+    """A CUDA OOM mid-run continues on the CPU, announced, with the same planes as a CPU run."""
+    import napari_voxrecon.engine.device as device_mod
+    import napari_voxrecon.models.loading as loading
+    from napari_voxrecon.engine import Job, run_job
+    from napari_voxrecon.engine.events import Notice
+
+    d, _ = stack_files
+    sparse = read_volume(d / "sparse.tif").data
+    params = {"interval": 4, "weights": str(tiny_weights["unet"])}
+    reference = run_job(Job("sparse", sparse, params, method="unet", device="cpu"))["result"]
+
+    real_load = loading.load_model
+
+    class FailingOnGpu:
+        def __init__(self, model):
+            self.model, self.calls = model, 0
+
+        def fill_tiled(self, *a, **k):
+            self.calls += 1
+            if self.calls == 2:  # the second gap runs out of GPU memory
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.model.fill_tiled(*a, **k)
+
+    def fake_load(method, spec, device="cpu", cached=True):
+        model = real_load(method, spec, "cpu", cached)
+        return FailingOnGpu(model) if device == "cuda" else model
+
+    monkeypatch.setattr(device_mod, "resolve_device", lambda request="auto": ("cuda", None))
+    monkeypatch.setattr(loading, "load_model", fake_load)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    notices = []
+    out = run_job(Job("sparse", sparse, params, method="unet", device="cuda"),
+                  on_event=lambda e: notices.append(e.message) if isinstance(e, Notice) else None)["result"]
+    assert any("out of memory" in m and "CPU" in m for m in notices)
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-3)
