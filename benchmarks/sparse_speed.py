@@ -74,6 +74,19 @@ def main() -> None:
                     "achieved_gflops": round(flops_plane / s_plane / 1e9, 1), "fraction_of_matmul_peak": round(flops_plane / s_plane / 1e9 / peak, 3),
                     "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 3)}
         print(key, out[key], flush=True)
+    # bf16 autocast against fp32 for one network call on a 256x256 window (inference).
+    model = load_model("sparse3diff", args.sparse3diff, "cpu")
+    window = torch.randn(1, n + 1, 256, 256)
+    times = {}
+    for name, enabled in (("fp32", False), ("bf16_autocast", True)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            model.network(window, window, torch.zeros(1), torch.ones(1, dtype=torch.bool))
+            t0 = time.perf_counter()
+            model.network(window, window, torch.zeros(1), torch.ones(1, dtype=torch.bool))
+            times[name] = round(time.perf_counter() - t0, 3)
+    out["one_window_call_s"] = times
+    out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    print("fp32 vs bf16:", times, flush=True)
     out["peak_rss_MiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out, indent=2))
 

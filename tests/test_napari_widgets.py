@@ -213,6 +213,9 @@ def test_every_parameter_kind_and_a_companion_output(viewer, qtbot, rich_method)
     assert uncertainty.name == f"input {name} uncertainty"
     np.testing.assert_array_equal(uncertainty.data[:, 0, 0], np.arange(5) % 2)
     assert tuple(uncertainty.contrast_limits) == (0.0, 1.0)
+    # A colormap of its own (it is a spread, not an intensity), on top of the result.
+    assert uncertainty.colormap.name == "magma" and result.colormap.name == "gray"
+    assert list(viewer.layers).index(uncertainty) == list(viewer.layers).index(result) + 1
     assert uncertainty.metadata["voxrecon"]["complete"] and result.metadata["voxrecon"]["complete"]
 
 

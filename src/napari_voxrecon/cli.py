@@ -216,8 +216,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training.train_sparse import train_sparse
+    from .training.train_sparse import export_checkpoint, train_sparse
 
+    if args.export_only:
+        if not (args.checkpoint_dir and args.output):
+            raise VoxreconError("--export-only needs --checkpoint-dir and --output.")
+        folder = export_checkpoint(args.model, args.checkpoint_dir, args.output, overwrite=args.overwrite,
+                                   defaults={"real_volumes": [Path(p).name for p in args.data]})
+        print(f"wrote weights to {folder}")
+        return 0
     deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
     folder = train_sparse(
         args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
@@ -370,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net widths per level")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long")
+    p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-_CACHE: dict[tuple[str, str, str], Any] = {}
+_CACHE: dict[tuple[str, str, str], Any] = {}  # (method, weights spec + file time, device)
 
 #: method name -> function(state_dict, config, device) -> model object
 BUILDERS: dict[str, Callable[[dict, dict, str], Any]] = {}
@@ -16,7 +16,12 @@ def load_model(method: str, spec: str | None, device: str = "cpu", cached: bool 
     private copy (for fine-tuning, which changes the weights)."""
     from ..weights import load_weights
 
-    key = (method, spec or "default", device)
+    from pathlib import Path
+
+    local = Path(spec) / "model.safetensors" if spec else None
+    # A local folder can be rewritten (fine-tuning with overwrite): its file time is in the key.
+    stamp = str(local.stat().st_mtime_ns) if local is not None and local.is_file() else ""
+    key = (method, f"{spec or 'default'}:{stamp}", device)
     if not cached:
         state, config, folder = load_weights(spec, method, device="cpu")
         model = BUILDERS[method](state, config, device)

@@ -67,6 +67,8 @@ def self_align(model: SparseModel, volume: np.ndarray, n: int, *, rounds: int = 
             # Step 2: n-1 pseudo windows with s^k at interior position l; loss on s^k only.
             net.train()
             for pos in range(1, n):
+                if check_cancel is not None:
+                    check_cancel()
                 window = seq[n - pos: 2 * n - pos + 1]
                 batch = torch.from_numpy(_random_crops(window, crop, crops, rng)).to(model.device)
                 loss = trainable.loss(net, batch, gen, loss_planes=torch.tensor([pos]))

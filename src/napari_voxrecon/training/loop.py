@@ -220,3 +220,15 @@ def train(
     if folder is not None:
         _save_checkpoint(folder, network, ema, opt, state, rng, gen, cfg)
     return state, ema
+
+
+def read_checkpoint_ema(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The EMA weights and the metadata (step, losses, config) of a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "checkpoint.json").exists():
+        raise FileNotFoundError(f"{folder}: no checkpoint here (checkpoint.json missing)")
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    tensors = load_file(str(folder / "checkpoint.safetensors"))
+    return {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, meta

@@ -56,7 +56,9 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     cls = SparseDiffusionTrainable if method == "sparse3diff" else SparseRegressionTrainable
     trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                      checkpoint_dir=checkpoint_dir, threads=threads)
+                      checkpoint_dir=checkpoint_dir, threads=threads,
+                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "intervals": list(sampler.intervals),
+                             "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction})
     n_params = sum(p.numel() for p in net.parameters())
     log(f"training {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
         f"phantom fraction {sampler.phantom_fraction if sampler.volumes else 1.0}, {steps} steps of {batch_size} x {crop}^2 windows")
@@ -68,6 +70,17 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     if out is None:
         return None
     ema.copy_to(net)
+    info = {"steps": state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s,
+            "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
+            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals)}
+    return _save(method, net, out, info, batch_size, crop, lr, p_uncond, holdout, overwrite)
+
+
+def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr: float, p_uncond: float,
+          holdout: float, overwrite: bool) -> Path:
+    from ..models.sparse3diff import RESIDUAL_SCALE
+    from ..weights import save_weights
+
     config = {
         "method": method,
         "task": "sparse",
@@ -75,17 +88,42 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
         "residual_scale": RESIDUAL_SCALE,
         "schedule": {"kind": "cosine", "zero_terminal_snr": True},
         "training": {
-            "steps": state.step, "batch_size": batch_size, "crop": crop, "lr": lr, "p_uncond": p_uncond,
-            "real_volumes": [v.name for v in sampler.volumes], "holdout_fraction_of_x": holdout,
-            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals),
-            "seconds": round(state.seconds, 1), "windows_per_s": round(state.samples_per_s, 2),
-            "final_loss": float(np.mean(state.losses[-100:])) if state.losses else None,
+            "steps": info["steps"], "batch_size": batch_size, "crop": crop, "lr": lr, "p_uncond": p_uncond,
+            "real_volumes": info["real_volumes"], "holdout_fraction_of_x": holdout,
+            "phantom_fraction": info["phantom_fraction"], "intervals": info["intervals"],
+            "seconds": round(info["seconds"], 1), "windows_per_s": round(info["windows_per_s"], 2),
+            "final_loss": float(np.mean(info["losses"][-100:])) if info["losses"] else None,
             "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} torch {torch.__version__}",
         },
     }
-    card = (f"# {method} weights (task `sparse`)\n\nEMA weights after {state.step} steps of "
-            f"{batch_size} windows ({crop}x{crop} crops) of n+1 planes, n in {list(sampler.intervals)}.\n\n"
+    card = (f"# {method} weights (task `sparse`)\n\nEMA weights after {info['steps']} steps of "
+            f"{batch_size} windows ({crop}x{crop} crops) of n+1 planes, n in {info['intervals']}.\n\n"
             f"Training data: procedural phantoms (tubes, nuclei, membranes, puncta, mixed) and "
-            f"{', '.join(v.name for v in sampler.volumes) or 'no real volumes'} "
+            f"{', '.join(info['real_volumes']) or 'no real volumes'} "
             f"(last {holdout:.0%} of x held out).\n\nScores: see docs/benchmarks.md.\n")
     return save_weights(out, net.state_dict(), config, card, overwrite=overwrite)
+
+
+def export_checkpoint(method: str, checkpoint_dir: str, out: str, *, overwrite: bool = False,
+                      defaults: dict | None = None) -> Path:
+    """Save the EMA weights of a (possibly still running) training checkpoint as a weights folder.
+
+    ``defaults`` fills training facts a checkpoint of an older run did not record (crop, ...).
+    """
+    from ..models.sparse_window_net import SparseWindowNet
+    from .loop import read_checkpoint_ema
+
+    ema, meta = read_checkpoint_ema(checkpoint_dir)
+    cfg = meta["config"]
+    channels = tuple(int(ema[k].shape[0]) for k in sorted(k for k in ema if k.startswith("backbone.down_blocks.") and k.endswith("conv1.weight")))
+    net = SparseWindowNet(channels, diffusion=(method == "sparse3diff"))
+    net.load_state_dict(ema)
+    extra = {"crop": 64, "holdout": 0.375, "p_uncond": 0.15, "intervals": [2, 3, 4, 5, 6, 7, 8],
+             "real_volumes": [], "phantom_fraction": 0.5, **(defaults or {}), **cfg.get("extra", {})}
+    seconds = float(meta.get("seconds", 0.0))
+    info = {"steps": meta["step"], "seconds": seconds,
+            "windows_per_s": meta["step"] * cfg["batch_size"] / seconds if seconds else 0.0,
+            "losses": meta.get("losses", []), "real_volumes": extra.get("real_volumes", []),
+            "phantom_fraction": extra.get("phantom_fraction"), "intervals": extra.get("intervals", [])}
+    return _save(method, net, out, info, cfg["batch_size"], extra.get("crop", 0), cfg["lr"], extra.get("p_uncond", 0.15),
+                 extra.get("holdout", 0.0), overwrite)

@@ -2,7 +2,12 @@
 
 The form is generated from the method registry (``engine.registry``): the task's parameters and
 the chosen method's parameters become magicgui fields, so a newly registered task or method
-appears here without touching this file.
+appears here without touching this file. The one field made by hand is ``weights`` of a method
+with ``uses_weights``: an editable list of the weights known here (embedded, cached Hub repos,
+folders chosen or fine-tuned in this session) with a Browse… button.
+
+Fine-tuning: for Sparse3Diff a "Fine-tune on this stack" button self-aligns the chosen weights on
+the input stack (``finetune.py``), saves them as a new weights folder and selects it.
 
 Threading: the job (input conversion, validation and the method's generator) runs in a napari
 ``thread_worker``; every event it yields crosses to the main thread through the worker's
@@ -14,12 +19,16 @@ run stops within one plane and the partial layer stays consistent (planes not re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from magicgui import widgets as mgw
+from magicgui.backends._qtpy.widgets import QBaseValueWidget  # the Qt backend base magicgui's own fields use
+from magicgui.widgets.bases import ValueWidget
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -27,10 +36,12 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -43,6 +54,14 @@ from ..engine.device import DEVICES
 from ..engine.events import Notice, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
+from .finetune import (
+    FINETUNE_METHODS,
+    FinetuneDone,
+    FinetuneProgress,
+    check_finetune_folder,
+    default_finetune_folder,
+    finetune_events,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -60,6 +79,11 @@ RESULT_KEY = "voxrecon"
 UI_TICK_MS = 50
 _INT_LIMIT = 2**31 - 1
 _FLOAT_LIMIT = 1e12
+#: Name of the parameter that picks a method's weights (methods with ``uses_weights``).
+WEIGHTS_PARAM = "weights"
+#: Colormaps of companion outputs: a different one from the result's, so they are never
+#: mistaken for it (the uncertainty is a standard deviation, not an intensity).
+COMPANION_COLORMAPS = {"uncertainty": "magma"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,222 @@ class WorkerRuntimeError(Exception):
     def __init__(self, original: RuntimeError) -> None:
         super().__init__(str(original))
         self.original = original
+
+
+def finetune_job(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """Worker body of a fine-tune: ``finetune.finetune_events`` with RuntimeErrors wrapped
+    (torch raises them; see ``job_events`` for why they must not leave the worker as they are)."""
+    try:
+        yield from finetune_events(*args, **kwargs)
+    except RuntimeError as err:
+        raise WorkerRuntimeError(err) from err
+
+
+# ---------------------------------------------------------------------- the weights field
+def known_weights() -> list[dict[str, Any]]:
+    """Weights found without network: embedded ones and Hub repos in the local cache."""
+    from .. import weights
+
+    try:
+        return weights.list_weights()
+    except Exception:  # an unreadable cache must not break the form; the user can still type
+        log.warning("could not list the known weights", exc_info=True)
+        return []
+
+
+def weights_source(spec: str, method: str, entries: Sequence[dict[str, Any]] = ()) -> str:
+    """Where weights ``spec`` would come from for ``method`` (a tooltip; no network, no tensors)."""
+    from .. import weights
+
+    text = (spec or "").strip()
+    mine = [e for e in entries if e.get("method") == method]
+    if text.lower() in ("", "default"):
+        default = next((e for e in mine if e.get("source") == "embedded" and e.get("default")), None)
+        if default is not None:
+            return f"default: the weights embedded for {method}, '{default['name']}' ({default['path']})"
+        return (f"default: the weights embedded for {method}; none are installed with this package. "
+                "Fine-tune or train weights, Browse… to a weights folder, or type a Hub id org/name@revision.")
+    for e in entries:
+        if e.get("name") != text:
+            continue
+        made_for = "" if e.get("method") == method else f" (made for {e.get('method')}, not {method})"
+        if e.get("source") == "embedded":
+            return f"embedded in the package: {e['path']}{made_for}"
+        state = "" if e.get("complete", True) else ", incomplete download"
+        return (f"Hugging Face Hub {e.get('repo_id', text)}, cached revision {str(e.get('revision', ''))[:12]}"
+                f"{state}: {e['path']}{made_for}")
+    folder = Path(os.path.expanduser(text))
+    if folder.is_dir():
+        try:
+            config = weights.read_config(folder)
+        except VoxreconError as err:
+            return f"local folder {folder}: not usable weights ({err})"
+        about = f"local folder {folder}"
+        aligned = config.get("self_alignment")
+        if isinstance(aligned, dict):
+            about += (f", self-aligned on '{aligned.get('stack', '?')}' (interval {aligned.get('interval', '?')}) "
+                      f"from '{aligned.get('base_weights', '?')}'")
+        if config.get("method") != method:
+            about += f"; made for {config.get('method')}, not {method}"
+        return about
+    if weights.parse_hub_spec(text) is not None:
+        return (f"Hugging Face Hub repo {text}: not in the local cache; it is downloaded when the run starts "
+                "(network needed; offline, `voxrecon weights pull` it on a connected machine first).")
+    return f"'{text}' is not an embedded name, an existing folder or a Hub id org/name[@revision]."
+
+
+def _folder_method(folder: str) -> str | None:
+    """The method a weights folder was made for (None if it cannot be read any more)."""
+    from ..weights import read_config
+
+    try:
+        return read_config(folder)["method"]
+    except VoxreconError:
+        return None
+
+
+class WeightsPicker(QWidget):
+    """Qt side of the weights field: an editable list of known weights and a Browse… button.
+
+    Editable so a Hub id (``org/name@rev``) or a path can be typed or pasted as it is.
+    """
+
+    valueChanged = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.method = ""
+        self.entries: list[dict[str, Any]] = []
+        #: Local folders chosen or fine-tuned in this session (shared with the dock widget, so
+        #: they stay listed when the form is rebuilt for another method and back).
+        self.local: list[str] = []
+        self._help = ""
+        self.combo = QComboBox()
+        self.combo.setEditable(True)
+        # Typing must not add items: only weights that exist are listed.
+        self.combo.setInsertPolicy(QComboBox.NoInsert)
+        # Long paths would otherwise widen the whole dock; the tooltip shows them in full.
+        self.combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(12)
+        self.combo.lineEdit().setPlaceholderText("default, a folder or org/name@revision")
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setToolTip("Choose a local weights folder (model.safetensors + config.json).")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.browse_button)
+        self.combo.currentTextChanged.connect(self._on_text)
+        self.browse_button.clicked.connect(self.browse)
+
+    # magicgui's value protocol (getter, setter and change signal named in _WeightsBackend)
+    def value(self) -> str:
+        return self.combo.currentText().strip()
+
+    def setValue(self, value: Any) -> None:
+        text = "" if value is None else str(value)
+        i = self.combo.findText(text)
+        if i >= 0:
+            self.combo.setCurrentIndex(i)
+        else:
+            self.combo.setEditText(text)
+        self._update_tooltip()
+
+    def setToolTip(self, text: str) -> None:  # noqa: N802 (Qt's name) - magicgui sets the help here
+        self._help = text
+        super().setToolTip(text)
+        self._update_tooltip()
+
+    def choices(self) -> list[str]:
+        return [self.combo.itemText(i) for i in range(self.combo.count())]
+
+    def set_choices(self, method: str, entries: Sequence[dict[str, Any]], local: list[str]) -> None:
+        """List 'default', then the known weights and the session's folders made for ``method``."""
+        self.method, self.entries, self.local = method, list(entries), local
+        current = self.value()
+        names = ["default"] + [e["name"] for e in self.entries if e.get("method") == method]
+        names += [folder for folder in local if _folder_method(folder) == method]
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for name in dict.fromkeys(names):  # no duplicates, order kept
+            self._add_item(name)
+        self.combo.blockSignals(False)
+        self.setValue(current or "default")
+
+    def add_local(self, folder: str) -> None:
+        """Remember a weights folder (first in the session's list) and offer it in the combo."""
+        if folder in self.local:
+            self.local.remove(folder)
+        self.local.insert(0, folder)
+        if self.combo.findText(folder) < 0:
+            self._add_item(folder)
+
+    def _add_item(self, name: str) -> None:
+        self.combo.addItem(name)
+        self.combo.setItemData(self.combo.count() - 1, weights_source(name, self.method, self.entries), Qt.ToolTipRole)
+
+    def choose_folder(self, folder: str | os.PathLike[str]) -> bool:
+        """Select a local weights folder after checking it serves this method (errors are shown)."""
+        from ..weights import validate_weights_folder
+
+        path = Path(folder).expanduser().resolve()
+        try:
+            validate_weights_folder(path, self.method or None)
+        except VoxreconError as err:
+            show_error(f"Weights: {err}")
+            return False
+        self.add_local(str(path))
+        self.setValue(str(path))
+        return True
+
+    def browse(self, *_: Any) -> None:
+        current = Path(os.path.expanduser(self.value()))
+        start = current if current.is_dir() else Path.home()
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a weights folder (model.safetensors + config.json)", str(start)
+        )
+        if folder:
+            self.choose_folder(folder)
+
+    def _on_text(self, text: str) -> None:
+        self._update_tooltip()
+        self.valueChanged.emit(text.strip())
+
+    def _update_tooltip(self) -> None:
+        source = weights_source(self.value(), self.method, self.entries) if self.method else ""
+        self.combo.setToolTip("\n\n".join(t for t in (source, self._help) if t))
+
+
+class _WeightsBackend(QBaseValueWidget):
+    """magicgui backend of ``WeightsField``: the value is the picker's text."""
+
+    _qwidget: WeightsPicker
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(WeightsPicker, "value", "setValue", "valueChanged", **kwargs)
+
+
+class WeightsField(ValueWidget[str]):
+    """The ``weights`` field of a method with ``uses_weights``, a magicgui value widget like the
+    generated fields, so the form, ``params()`` and ``set_params`` treat it like any other."""
+
+    def __init__(self, method: str, value: str = "default", entries: Sequence[dict[str, Any]] = (),
+                 local: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(widget_type=_WeightsBackend, **kwargs)
+        self.method = method
+        self.picker.set_choices(method, entries, local if local is not None else [])
+        self.value = value
+
+    @property
+    def picker(self) -> WeightsPicker:
+        return self.native
+
+    @property
+    def choices(self) -> list[str]:
+        return self.picker.choices()
+
+    def source(self) -> str:
+        """Where the current weights come from (the text of the tooltip)."""
+        return weights_source(self.value, self.method, self.picker.entries)
 
 
 def param_widget(p: Param, value: Any) -> mgw.ValueWidget:
@@ -156,12 +396,15 @@ def layer_volume(layer: Image) -> Any:
 
 
 class ReconstructWidget(QWidget):
-    """Dock widget: input layer, task, method, generated parameters, seed, device, Run/Cancel."""
+    """Dock widget: input layer, task, method, generated parameters, seed, device, Run/Cancel;
+    for Sparse3Diff also "Fine-tune on this stack" (same progress bar and Cancel)."""
 
     #: (output name, z) after a plane was written into its layer (main thread).
     slice_written = Signal(str, int)
     #: "done", "cancelled" or "failed" when a run has ended and the widget is idle again.
     run_finished = Signal(str)
+    #: "done", "cancelled" or "failed" when a fine-tune has ended and the widget is idle again.
+    finetune_finished = Signal(str)
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -177,7 +420,14 @@ class ReconstructWidget(QWidget):
         self._t0 = 0.0
         self._layers: list[Image] = []
         self._param_values: dict[str, Any] = {}
+        # Weights are remembered per method: a folder made for one method is refused by another.
+        self._weights_by_method: dict[str, str] = {}
+        self._local_weights: list[str] = []  # folders browsed or fine-tuned in this session
         self._params_form: mgw.Container | None = None
+        self._mode = "run"  # what the running worker does: "run" or "finetune"
+        self._finetune_folder: str | None = None
+        self._finetune_overwrite = False
+        self._finetune_updates = (0, 0)
         # GUI updates during a run are coalesced to one per tick (see _flush_ui).
         self._ui_timer = QTimer(self)
         self._ui_timer.setSingleShot(True)
@@ -207,6 +457,13 @@ class ReconstructWidget(QWidget):
         self.params_box = QGroupBox("Parameters")
         self.params_layout = QVBoxLayout(self.params_box)
         self.params_layout.setContentsMargins(4, 4, 4, 4)
+        self.finetune_button = QPushButton("Fine-tune on this stack")
+        self.finetune_button.setToolTip(
+            "Self-align the weights above on the input stack at this interval (no ground truth "
+            "needed: the acquired planes are the targets). Saves a new weights folder and selects "
+            "it, so Run then uses the fine-tuned model. Uses the steps and tile above, seed and device below."
+        )
+        self.finetune_button.setVisible(False)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, _INT_LIMIT)
         self.seed_spin.setToolTip("Random seed: same input, method, weights and seed give the same output.")
@@ -249,6 +506,7 @@ class ReconstructWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.params_box)
+        layout.addWidget(self.finetune_button)
         layout.addLayout(tail)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -260,6 +518,8 @@ class ReconstructWidget(QWidget):
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        # Not connected directly: `clicked` would pass its `checked` flag as the folder.
+        self.finetune_button.clicked.connect(lambda *_: self.finetune())
 
     def _connect_viewer(self) -> None:
         # napari's emitters outlive this widget: connect through a list that is disconnected
@@ -381,7 +641,13 @@ class ReconstructWidget(QWidget):
         extra = " (neural network; uses the device below)" if m.uses_torch else ""
         self.method_help.setText(m.help + extra)
         self.device_combo.setEnabled(m.uses_torch)
+        self.finetune_button.setVisible(self.can_finetune)
         self._rebuild_params()
+
+    @property
+    def can_finetune(self) -> bool:
+        """Whether the chosen method's weights can be fine-tuned on a stack from here."""
+        return (self.task_name, self.method_name) in FINETUNE_METHODS
 
     def _rebuild_params(self) -> None:
         """Generate the parameter fields of the current task and method from the registry."""
@@ -392,8 +658,17 @@ class ReconstructWidget(QWidget):
             self.params_layout.removeWidget(self._params_form.native)
             self._params_form.native.setParent(None)
             self._params_form.native.deleteLater()
-        declared = (*self.task_spec().params, *self.method_spec().params)
-        fields = [param_widget(p, self._param_values.get(p.name, p.default)) for p in declared]
+        method = self.method_spec()
+        declared = (*self.task_spec().params, *method.params)
+        entries = known_weights() if method.uses_weights else []
+        fields: list[mgw.bases.ValueWidget] = []
+        for p in declared:
+            if p.name == WEIGHTS_PARAM and method.uses_weights:
+                value = self._weights_by_method.get(method.name, p.default)
+                fields.append(WeightsField(method.name, value, entries, self._local_weights,
+                                           name=p.name, label=p.name, tooltip=p.help))
+            else:
+                fields.append(param_widget(p, self._param_values.get(p.name, p.default)))
         self._params_form = mgw.Container(widgets=fields, labels=True)
         self._params_form.changed.connect(self._on_params_changed)
         self.params_layout.addWidget(self._params_form.native)
@@ -403,7 +678,10 @@ class ReconstructWidget(QWidget):
     def _remember_params(self) -> None:
         if self._params_form is not None:
             for w in self._params_form:
-                self._param_values[w.name] = w.value
+                if isinstance(w, WeightsField):
+                    self._weights_by_method[w.method] = w.value
+                else:
+                    self._param_values[w.name] = w.value
 
     def _on_params_changed(self, *_: Any) -> None:
         self._remember_params()
@@ -474,6 +752,7 @@ class ReconstructWidget(QWidget):
         ndim = layer.ndim
         voxel = tuple(float(s) for s in layer.scale[-3:]) if ndim >= 3 else (1.0, 1.0, 1.0)
         self.input_layer = layer
+        self._mode = "run"
         self.outputs, self.written = {}, {}
         self._job, self._error, self._outcome = None, None, "done"
         self._token = CancelToken()
@@ -505,18 +784,26 @@ class ReconstructWidget(QWidget):
         return worker
 
     def cancel(self, *_: Any) -> None:
-        """Stop the run after the plane being computed; the partial layer stays."""
+        """Stop the run after the plane being computed (the partial layer stays), or the
+        fine-tune after the current update (nothing is saved)."""
         if self._token is not None:
             self._token.cancel()
-        if self.worker is not None:
+        if self.worker is None:
+            return
+        if self._mode == "finetune":
+            # No worker.quit(): the fine-tune must see the token and end by itself, so that
+            # it is known for sure whether the weights were saved before the cancel.
+            self.status.setText("cancelling after the current update...")
+        else:
             self.worker.quit()
             self.status.setText("cancelling after the current plane...")
-            self.cancel_button.setEnabled(False)
+        self.cancel_button.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for w in (self.layer_combo, self.task_combo, self.method_combo, self.params_box, self.seed_spin):
+        for w in (self.layer_combo, self.task_combo, self.method_combo, self.params_box, self.seed_spin,
+                  self.finetune_button):
             w.setEnabled(not running)
         try:
             uses_torch = self.method_spec().uses_torch
@@ -551,7 +838,9 @@ class ReconstructWidget(QWidget):
             "complete": False,
             "planes_done": 0,
         }
-        for name in job.outputs:
+        # The result first: napari stacks new layers on top, so companions (uncertainty) lie
+        # above the result and are seen as they stream in; hiding one shows the other.
+        for name in sorted(job.outputs, key=lambda n: n != "result"):
             label = f"{src.name} {job.method}" + ("" if name == "result" else f" {name}")
             kwargs: dict[str, Any] = {}
             if name == "result":
@@ -559,6 +848,8 @@ class ReconstructWidget(QWidget):
                 kwargs["colormap"] = src.colormap
                 kwargs["contrast_limits"] = tuple(src.contrast_limits)
                 kwargs["gamma"] = src.gamma
+            else:
+                kwargs["colormap"] = COMPANION_COLORMAPS.get(name, "gray")
             layer = self.viewer.add_image(
                 np.zeros(job.output_shape, dtype=np.float32),
                 name=label,
@@ -636,6 +927,32 @@ class ReconstructWidget(QWidget):
             layer.contrast_limits_range = (new_lo, new_hi)
             layer.contrast_limits = (new_lo, new_hi)
 
+    @staticmethod
+    def _fit_contrast(layer: Image, max_samples: int = 2_000_000) -> None:
+        """Contrast of a finished companion volume from all of its planes.
+
+        Not napari's ``reset_contrast_limits``: it looks at the plane on screen, after a run the
+        last one, an acquired plane whose uncertainty is 0 (the limits became 0..1 and the
+        volume showed saturated). The upper limit is the 99.5th percentile, because a spread
+        has a long tail that would leave most of the volume dark. Only the lateral axes are
+        subsampled (a z stride could land on acquired planes only).
+        """
+        data = np.asarray(layer.data)
+        step = max(1, int(np.ceil(np.sqrt(data.size / max_samples))))
+        sample = data[..., ::step, ::step]
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return
+        lo, hi = float(sample.min()), float(sample.max())
+        top = float(np.percentile(sample, 99.5))
+        if top <= lo:
+            top = hi
+        if top > lo:
+            # The range keeps the extremes seen while streaming, so the slider reaches them all.
+            range_lo, range_hi = layer.contrast_limits_range
+            layer.contrast_limits_range = (min(lo, range_lo), max(hi, range_hi))
+            layer.contrast_limits = (lo, top)
+
     def _on_errored(self, exc: BaseException) -> None:
         if isinstance(exc, WorkerRuntimeError):
             exc = exc.original
@@ -684,7 +1001,7 @@ class ReconstructWidget(QWidget):
             if not complete:
                 layer.name = f"{layer.name} (incomplete)"
             elif name != "result":
-                layer.reset_contrast_limits()
+                self._fit_contrast(layer)
         seconds = time.perf_counter() - self._t0
         if outcome == "done":
             self.status.setText(f"done: {n} planes in {seconds:.1f} s")
@@ -697,3 +1014,193 @@ class ReconstructWidget(QWidget):
         self._cancel_holder["token"] = None
         self._set_running(False)
         self.run_finished.emit(outcome)
+
+    # ------------------------------------------------------------------ fine-tune
+    def finetune(self, folder: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Any:
+        """Self-align the chosen weights on the input stack in a thread worker, then select them.
+
+        ``folder``: where the fine-tuned weights go; None asks with a dialog (proposing a new
+        ``~/voxrecon-weights/<layer>-aligned``). A folder that already holds files is refused
+        unless ``overwrite`` (the dialog asks before setting it). Returns the worker, or None
+        if nothing was started (the reason is shown as a napari notification).
+        """
+        if self.running:
+            return None
+        if not self.can_finetune:
+            show_error(f"Fine-tune: method {self.method_name!r} cannot be fine-tuned here; choose sparse3diff.")
+            return None
+        layer = self.selected_layer()
+        if layer is None:
+            show_error("Fine-tune: choose the input stack (an image layer) first.")
+            return None
+        try:
+            shape = self._input_shape(layer)
+            params = self.params()
+            self.task_spec().validate(shape, params)
+            if shape[0] < 3:
+                raise VoxreconError(
+                    f"{layer.name!r} has {shape[0]} planes; self-alignment needs at least 3 (a reference "
+                    "plane with an acquired neighbour on each side)."
+                )
+        except VoxreconError as err:
+            show_error(f"Fine-tune: {err}")
+            return None
+        if folder is None:
+            chosen = self._ask_finetune_folder(layer.name)
+            if chosen is None:  # the user closed the dialog
+                return None
+            folder, overwrite = chosen
+        try:
+            target = check_finetune_folder(folder, overwrite)
+        except VoxreconError as err:
+            show_error(f"Fine-tune: {err}")
+            return None
+
+        self.input_layer = layer
+        self._mode = "finetune"
+        self._finetune_folder, self._finetune_overwrite = None, bool(overwrite)
+        self._finetune_updates = (0, 0)
+        self._error, self._outcome = None, "done"
+        self._token = CancelToken()
+        self._cancel_holder["token"] = self._token
+        self._t0 = time.perf_counter()
+        worker = create_worker(
+            finetune_job,
+            layer_volume(layer),
+            int(params["interval"]),
+            str(target),
+            str(params.get(WEIGHTS_PARAM) or "default"),
+            self.device_combo.currentText(),
+            self._token,
+            overwrite=bool(overwrite),
+            source_name=layer.name,
+            # The sampling settings of the form: the planes inferred during self-alignment are
+            # made the way a run would make them.
+            steps=int(params.get("steps", 10)),
+            tile=int(params.get("tile", 256)),
+            seed=int(self.seed_spin.value()),
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_finetune_event,
+                "errored": self._on_finetune_errored,
+                "finished": self._on_finetune_finished,
+            },
+        )
+        self.worker = worker
+        self._set_running(True)
+        self.progress.setRange(0, 0)  # busy until the first update says how many there are
+        self.progress.setFormat("%v / %m updates")
+        self.status.setText(f"fine-tuning on {layer.name!r}: loading the weights and inferring the first planes...")
+        worker.start()
+        return worker
+
+    def _input_shape(self, layer: Image) -> tuple[int, int, int]:
+        """The (Z, Y, X) shape of a layer's stack (singleton axes dropped), or a VoxreconError."""
+        shape = tuple(int(s) for s in layer_volume(layer).shape)
+        squeezed = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
+        if layer.rgb or len(squeezed) != 3:
+            raise VoxreconError(
+                f"{layer.name!r} is a {len(shape)}D layer of shape {shape}; a 3D (Z, Y, X) stack is needed."
+            )
+        return squeezed  # type: ignore[return-value]
+
+    def _ask_finetune_folder(self, layer_name: str) -> tuple[str, bool] | None:
+        """Ask where to save; (folder, overwrite) or None. Never overwrites without asking."""
+        proposal = default_finetune_folder(layer_name)
+        # A save dialog, not a folder picker: the proposed folder does not exist yet.
+        folder, _ = QFileDialog.getSaveFileName(
+            self, "Save the fine-tuned weights as a new folder", str(proposal), "",
+            options=QFileDialog.DontConfirmOverwrite,  # asked below, with what would be lost
+        )
+        if not folder:
+            return None
+        path = Path(folder)
+        if path.is_dir() and any(path.iterdir()):
+            answer = QMessageBox.question(
+                self, "Replace the folder's contents?",
+                f"{path} already holds files.\n\nReplace them with the fine-tuned weights?",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+            )
+            if answer != QMessageBox.Yes:
+                return None
+            return folder, True
+        return folder, False
+
+    def _on_finetune_event(self, event: Any) -> None:
+        if isinstance(event, FinetuneProgress):
+            self._finetune_updates = (event.update, event.total)
+            self._pending_progress = (
+                event.update, event.total,
+                f"fine-tuning: update {event.update}/{event.total} (reference plane {event.reference}), "
+                f"loss {event.loss:.4g}",
+            )
+            self._schedule_ui()
+        elif isinstance(event, FinetuneDone):
+            self._finetune_folder = event.folder
+        elif isinstance(event, Notice):
+            (show_warning if event.level == "warning" else show_info)(event.message)
+
+    def _on_finetune_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, WorkerRuntimeError):
+            exc = exc.original
+        if isinstance(exc, JobCancelled):
+            self._outcome = "cancelled"
+            return
+        self._outcome = "failed"
+        if isinstance(exc, VoxreconError):
+            self._error = str(exc)
+        else:
+            log.error("fine-tuning failed", exc_info=exc)
+            self._error = f"{type(exc).__name__}: {exc}"
+        show_error(f"Fine-tune: {self._error}")
+
+    def _on_finetune_finished(self) -> None:
+        self._flush_ui()
+        done, total = self._finetune_updates
+        seconds = time.perf_counter() - self._t0
+        folder = self._finetune_folder
+        if folder is not None:
+            # Saved, even if a cancel came during the save: the folder is complete and usable.
+            outcome = "done"
+            if self._finetune_overwrite:
+                # Models are cached by weights spec: the old contents of this folder must not
+                # be reused by the next run.
+                from ..models.loading import clear_cache
+
+                clear_cache()
+            self._select_weights(folder)
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(total)
+            self.status.setText(f"fine-tuned: {done} updates in {seconds:.1f} s; weights saved to {folder} "
+                                "and selected: press Run to use them")
+            show_info(f"Fine-tuned weights saved to {folder} and selected.")
+        elif self._outcome == "failed":
+            outcome = "failed"
+            self.status.setText(f"fine-tune failed: {self._error}")
+        else:
+            outcome = "cancelled"
+            self.status.setText(f"fine-tune cancelled after {done} of {total or '?'} updates; nothing was saved")
+        if outcome != "done":
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("")
+        self.worker = None
+        self._token = None
+        self._cancel_holder["token"] = None
+        self._mode = "run"
+        self._set_running(False)
+        self.finetune_finished.emit(outcome)
+
+    def _select_weights(self, folder: str) -> None:
+        """Offer ``folder`` in the weights field and select it (the form is Sparse3Diff's: the
+        method could not change during the fine-tune)."""
+        form = self._params_form if self._params_form is not None else []
+        field = next((w for w in form if isinstance(w, WeightsField)), None)
+        if field is not None:
+            field.picker.add_local(folder)  # also lists it in self._local_weights (shared)
+            field.value = folder  # remembered per method through the form's `changed`
+        else:
+            if folder in self._local_weights:
+                self._local_weights.remove(folder)
+            self._local_weights.insert(0, folder)
+            self._weights_by_method[self.method_name] = folder
