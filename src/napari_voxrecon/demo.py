@@ -48,7 +48,6 @@ def pick_demo_method() -> str:
 
 def run_demo(folder: Path, interval: int = 4, device: str = "auto", quiet: bool = False, overwrite: bool = False) -> dict:
     from .cli import _say, run_reconstruction
-    from .engine.registry import list_methods
     from .io import write_volume
     from .metrics import evaluate, missing_planes
     from .simulate import simulate_sparse

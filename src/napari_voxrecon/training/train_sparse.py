@@ -42,9 +42,8 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
                  channels: Sequence[int] = (16, 32, 64), checkpoint_dir: str | None = None, device: str = "auto",
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
                  log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None) -> Path | None:
-    from ..models.sparse3diff import RESIDUAL_SCALE, SparseDiffusionTrainable, SparseRegressionTrainable
+    from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
     from ..models.sparse_window_net import SparseWindowNet
-    from ..weights import save_weights
 
     if method not in ("sparse3diff", "unet"):
         raise ValueError(f"no trainer for {method!r}")

@@ -37,6 +37,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._signals import disconnect_all
+
 if TYPE_CHECKING:
     import napari
 
@@ -46,15 +48,6 @@ VIEWS: dict[str, tuple[int, int, int]] = {"xy": (1, 2, 0), "xz": (0, 2, 1), "yz"
 MAX_AUTO_CHECKED = 4
 _BACKGROUND = (28, 32, 48)  # "no data here": distinct from black (intensity at the lower limit)
 _CROSSHAIR = QColor(255, 200, 0, 190)
-
-
-def _disconnect_all(connections: list[tuple[Any, Any]]) -> None:
-    for emitter, callback in connections:
-        try:
-            emitter.disconnect(callback)
-        except Exception:  # already gone with its layer
-            pass
-    connections.clear()
 
 
 @dataclass
@@ -417,7 +410,7 @@ class OrthoViewWidget(QWidget):
         # when the widget is destroyed, so no event reaches a deleted Qt object.
         self._connections: list[tuple[Any, Any]] = []
         connections = self._connections
-        self.destroyed.connect(lambda *_: _disconnect_all(connections))
+        self.destroyed.connect(lambda *_: disconnect_all(connections))
         events = self.viewer.layers.events
         self._connect(events.inserted, self._on_inserted)
         self._connect(events.removed, self._on_removed)

@@ -54,6 +54,7 @@ from ..engine.device import DEVICES
 from ..engine.events import Notice, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
+from ._signals import disconnect_all
 from .finetune import (
     FINETUNE_METHODS,
     FinetuneDone,
@@ -376,15 +377,6 @@ def _float_step(p: Param, value: float) -> float:
     return float(10 ** np.floor(np.log10(span / 100))) if span > 0 else 0.01
 
 
-def _disconnect_all(connections: list[tuple[Any, Any]]) -> None:
-    for emitter, callback in connections:
-        try:
-            emitter.disconnect(callback)
-        except Exception:  # already gone with its layer
-            pass
-    connections.clear()
-
-
 def _key(layer: Image) -> str:
     # Not identity: napari hands plugins a fresh proxy for every access to a layer.
     return str(layer.unique_id)
@@ -526,7 +518,7 @@ class ReconstructWidget(QWidget):
         # when the widget is destroyed, so no event reaches a deleted Qt object.
         self._connections: list[tuple[Any, Any]] = []
         connections = self._connections
-        self.destroyed.connect(lambda *_: _disconnect_all(connections))
+        self.destroyed.connect(lambda *_: disconnect_all(connections))
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.moved):
             self._connect(emitter, self._on_layers_changed)
@@ -954,6 +946,10 @@ class ReconstructWidget(QWidget):
             layer.contrast_limits = (lo, top)
 
     def _on_errored(self, exc: BaseException) -> None:
+        self._report_failure(exc, "Reconstruct")
+
+    def _report_failure(self, exc: BaseException, what: str) -> None:
+        """Record a worker's failure (or cancel) and tell the user; shared by run and fine-tune."""
         if isinstance(exc, WorkerRuntimeError):
             exc = exc.original
         if isinstance(exc, JobCancelled):
@@ -964,9 +960,9 @@ class ReconstructWidget(QWidget):
             self._error = str(exc)
         else:
             # An unexpected failure: the message for the user, the traceback for the log.
-            log.error("reconstruction failed", exc_info=exc)
+            log.error("%s failed", what, exc_info=exc)
             self._error = f"{type(exc).__name__}: {exc}"
-        show_error(f"Reconstruct: {self._error}")
+        show_error(f"{what}: {self._error}")
 
     def _on_aborted(self) -> None:
         self._outcome = "cancelled"
@@ -1141,18 +1137,7 @@ class ReconstructWidget(QWidget):
             (show_warning if event.level == "warning" else show_info)(event.message)
 
     def _on_finetune_errored(self, exc: BaseException) -> None:
-        if isinstance(exc, WorkerRuntimeError):
-            exc = exc.original
-        if isinstance(exc, JobCancelled):
-            self._outcome = "cancelled"
-            return
-        self._outcome = "failed"
-        if isinstance(exc, VoxreconError):
-            self._error = str(exc)
-        else:
-            log.error("fine-tuning failed", exc_info=exc)
-            self._error = f"{type(exc).__name__}: {exc}"
-        show_error(f"Fine-tune: {self._error}")
+        self._report_failure(exc, "Fine-tune")
 
     def _on_finetune_finished(self) -> None:
         self._flush_ui()
