@@ -194,3 +194,14 @@ def test_gpu_out_of_memory_falls_back_to_cpu_with_notice(stack_files, tiny_weigh
                   on_event=lambda e: notices.append(e.message) if isinstance(e, Notice) else None)["result"]
     assert any("out of memory" in m and "CPU" in m for m in notices)
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-3)
+
+
+def test_training_continues_from_existing_weights(stack_files, tiny_weights):
+    d, _ = stack_files
+    out = d / "continued"
+    assert main(["train", "unet", "--data", str(d / "gt.tif"), "-o", str(out), "--steps", "2", "--batch-size", "2",
+                 "--crop", "32", "--phantom-fraction", "0", "--holdout", "0", "--threads", "1",
+                 "--init", str(tiny_weights["unet"])]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["steps"] == 3 + 2
+    assert config["architecture"]["channels"] == [8, 16]

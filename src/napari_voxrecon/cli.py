@@ -231,7 +231,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
         overwrite=args.overwrite, log=lambda m: print(m, flush=True),
-        should_stop=(lambda: time.monotonic() > deadline) if deadline else None,
+        should_stop=(lambda: time.monotonic() > deadline) if deadline else None, init=args.init,
     )
     if folder is not None:
         print(f"wrote weights to {folder}")
@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net widths per level")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long")
+    p.add_argument("--init", help="start from these weights (default, a folder or a Hub id) instead of random")
     p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--device", default="auto", choices=DEVICES)

@@ -41,7 +41,8 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
                  crop: int = 64, lr: float = 2e-4, holdout: float = 0.375, phantom_fraction: float = 0.5,
                  channels: Sequence[int] = (16, 32, 64), checkpoint_dir: str | None = None, device: str = "auto",
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
-                 log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None) -> Path | None:
+                 log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
+                 init: str | None = None) -> Path | None:
     from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
     from ..models.sparse_window_net import SparseWindowNet
 
@@ -52,6 +53,18 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
         torch.set_num_threads(threads)
     sampler = build_window_sampler(data, holdout, crop, phantom_fraction, seed=seed)
     net = SparseWindowNet(tuple(channels), diffusion=(method == "sparse3diff"))
+    previous_steps = 0
+    if init is not None:
+        # Continue from existing weights (e.g. the shipped ones); the architecture comes from them.
+        from ..weights import load_weights
+
+        state, config, folder = load_weights(init, method)
+        arch = dict(config["architecture"])
+        arch["channels"] = tuple(arch["channels"])
+        net = SparseWindowNet(**arch)
+        net.load_state_dict(state)
+        previous_steps = int(config.get("training", {}).get("steps", 0))
+        log(f"initialised from {folder} ({previous_steps} steps)")
     cls = SparseDiffusionTrainable if method == "sparse3diff" else SparseRegressionTrainable
     trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
@@ -69,7 +82,7 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     if out is None:
         return None
     ema.copy_to(net)
-    info = {"steps": state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s,
+    info = {"steps": previous_steps + state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s,
             "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
             "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals)}
     return _save(method, net, out, info, batch_size, crop, lr, p_uncond, holdout, overwrite)
