@@ -150,3 +150,77 @@ def test_methods_and_help(capsys):
         main(["reconstruct", "sparse", "--help"])
     assert exc.value.code == 0
     assert "--interval" in capsys.readouterr().out
+
+
+def test_failed_overwrite_keeps_the_old_zarr_output(tmp_path, gt_path, capsys):
+    out = tmp_path / "rec.zarr"
+    assert main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2", "-q"]) == 0
+    before = read_volume(out).data
+    rc = main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2", "--method", "unet",
+               "--weights", str(tmp_path / "no-weights-here"), "--overwrite", "-q"])
+    assert rc == 2
+    np.testing.assert_array_equal(read_volume(out).data, before)
+
+
+def test_cancelled_overwrite_restores_the_old_zarr_output(tmp_path, gt_path):
+    from napari_voxrecon.engine import CancelToken, Job, run_job
+    from napari_voxrecon.engine.events import SliceResult
+    from napari_voxrecon.engine.sinks import open_file_sinks
+    from napari_voxrecon.errors import JobCancelled
+
+    out = tmp_path / "rec.zarr"
+    assert main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2", "-q"]) == 0
+    before = read_volume(out).data
+    vol = read_volume(gt_path)
+    job = Job("sparse", vol.data, {"interval": 2}, method="cubic", voxel_size=vol.voxel_size)
+    sinks, _ = open_file_sinks(out, job, overwrite=True)
+    token = CancelToken()
+    with pytest.raises(JobCancelled):
+        run_job(job, sinks, cancel=token, on_event=lambda e: token.cancel() if isinstance(e, SliceResult) else None)
+    np.testing.assert_array_equal(read_volume(out).data, before)
+    assert not list(tmp_path.glob(".*replaced"))
+
+
+def test_resume_refuses_a_different_input_of_the_same_shape(tmp_path, gt_path, small_volume, capsys):
+    from napari_voxrecon.engine import CancelToken, Job, run_job
+    from napari_voxrecon.engine.events import SliceResult
+    from napari_voxrecon.engine.sinks import open_file_sinks
+    from napari_voxrecon.errors import JobCancelled
+
+    vol = read_volume(gt_path)
+    out = tmp_path / "rec.zarr"
+    job = Job("sparse", vol.data, {"interval": 2}, method="linear", voxel_size=vol.voxel_size)
+    sinks, _ = open_file_sinks(out, job)
+    token = CancelToken()
+    with pytest.raises(JobCancelled):
+        run_job(job, sinks, cancel=token, on_event=lambda e: token.cancel() if isinstance(e, SliceResult) else None)
+    other = tmp_path / "other.tif"
+    write_volume(other, small_volume[::-1].copy(), (0.5, 0.2, 0.2))
+    rc = main(["reconstruct", "sparse", str(other), "-o", str(out), "--interval", "2", "-q"])
+    assert rc == 2 and "different job" in capsys.readouterr().err
+    # An unfinished store is not read as a finished volume either.
+    from napari_voxrecon.errors import InputError
+
+    with pytest.raises(InputError, match="unfinished"):
+        read_volume(out)
+
+
+def test_a_run_failing_before_its_first_plane_leaves_no_store(tmp_path, gt_path):
+    from napari_voxrecon.engine import Job, Method, run_job
+    from napari_voxrecon.engine.registry import register, unregister
+    from napari_voxrecon.engine.sinks import open_file_sinks
+
+    def broken(ctx):
+        raise RuntimeError("model exploded")
+        yield  # pragma: no cover
+
+    register(Method("sparse", "_test_broken", "test", broken))
+    try:
+        vol = read_volume(gt_path)
+        job = Job("sparse", vol.data, {"interval": 2}, method="_test_broken")
+        sinks, _ = open_file_sinks(tmp_path / "x.zarr", job)
+        with pytest.raises(RuntimeError):
+            run_job(job, sinks)
+        assert not (tmp_path / "x.zarr").exists()
+    finally:
+        unregister("sparse", "_test_broken")

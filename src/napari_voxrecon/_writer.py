@@ -9,20 +9,16 @@ zarr stores are written beside the target and swapped in only once complete.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Data types an ImageJ hyperstack can hold; anything else is converted (see _tiff_dtype).
-_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
-
 
 def write_image(path: str | os.PathLike, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer; returns the written path (napari's single-layer writer API)."""
     from .errors import VoxreconError
-    from .io.formats import format_of, remove_output, write_volume
+    from .io.formats import format_of, write_volume
 
     path = Path(path)
     fmt = format_of(path)
@@ -33,25 +29,9 @@ def write_image(path: str | os.PathLike, data: Any, meta: dict[str, Any]) -> lis
     if isinstance(data, (list, tuple)):  # a multiscale layer: the full-resolution level
         data = data[0]
     volume, voxel = _as_volume(np.asarray(data), meta.get("scale"))
-    if fmt == "tiff":
-        volume = volume.astype(_tiff_dtype(volume.dtype), copy=False)
-        # write_tiff writes a hidden temporary file and renames it: an old file survives failures.
-        write_volume(path, volume, voxel, overwrite=True)
-        return [str(path)]
-    # zarr: build the new store next to the target, then replace the old one in two renames.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.zarr")
-    try:
-        write_volume(tmp, volume, voxel, overwrite=False)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            remove_output(old)
-    finally:
-        if tmp.exists():
-            remove_output(tmp)
+    # write_volume converts types ImageJ cannot hold and writes atomically for both formats
+    # (TIFF: temporary file + rename; zarr: new store beside the old one, swapped at the end).
+    write_volume(path, volume, voxel, overwrite=True)
     return [str(path)]
 
 
@@ -69,11 +49,3 @@ def _as_volume(data: np.ndarray, scale: Any) -> tuple[np.ndarray, tuple[float, f
     return data, (keep[0], keep[1], keep[2])
 
 
-def _tiff_dtype(dtype: np.dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if any(dtype == np.dtype(t) for t in _IMAGEJ_DTYPES):
-        return dtype
-    if dtype == np.bool_:
-        return np.dtype(np.uint8)
-    # float64, int32, ... : float32 keeps the values of every image a microscope produces.
-    return np.dtype(np.float32)

@@ -83,12 +83,17 @@ class Job:
 
     def record(self) -> dict[str, Any]:
         """What identifies this job's output (stored with zarr outputs for resuming)."""
+        import hashlib
+
         return {
             "task": self.task,
             "method": self.method,
             "params": {k: v for k, v in sorted(self.params.items())},
             "seed": self.seed,
             "input_shape": list(self.volume.shape),
+            # Resuming must never mix two inputs of the same shape: the content decides.
+            "input_blake2b": hashlib.blake2b(self.volume.tobytes(), digest_size=16).hexdigest(),
+            "voxel_size": list(self.voxel_size),
         }
 
     def run(self, cancel: CancelToken | None = None, skip: frozenset[int] | set[int] = frozenset()) -> Iterator[Event]:

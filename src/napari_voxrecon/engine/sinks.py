@@ -62,6 +62,8 @@ class ZarrSink:
         from ..io.zarr_store import create_zarr
 
         self.path = Path(path)
+        self.backup: Path | None = None  # a replaced store, kept until this one completes
+        self.resumed = resume
         if resume:
             self.group = zarr.open_group(str(self.path), mode="r+")
             self.array = self.group["0"]
@@ -82,13 +84,27 @@ class ZarrSink:
         self._save_state()
 
     def abort(self) -> None:
-        pass  # finished planes stay; the store stays marked incomplete
+        """Failed or cancelled run: finished planes stay (resumable) unless the run was replacing
+        an earlier output (--overwrite) or produced nothing; then the earlier state comes back."""
+        from ..io.formats import remove_output
+
+        if self.backup is not None:
+            remove_output(self.path)
+            os.replace(self.backup, self.path)
+            self.backup = None
+        elif not self.done and not self.resumed:
+            remove_output(self.path)
 
     def close(self) -> Any:
+        from ..io.formats import remove_output
+
         if len(self.done) != self.array.shape[0]:
             missing = self.array.shape[0] - len(self.done)
             raise VoxreconError(f"{self.path}: {missing} plane(s) were never produced; the output is incomplete.")
         self._save_state(complete=True)
+        if self.backup is not None:
+            remove_output(self.backup)
+            self.backup = None
         return self.array
 
 
@@ -134,17 +150,24 @@ def open_file_sinks(
                 "pass --overwrite to replace it, or use the same command to resume it."
             )
         resume = all(zarr_progress(p) is not None for p in paths.values())
+    backups: dict[str, Path] = {}
     if not resume:
         for p in paths.values():
             check_output_path(p, overwrite)
-        for p in paths.values():
+        for name, p in paths.items():
             if fmt == "zarr" and p.exists():
-                remove_output(p)
+                # Replaced only when the new run completes; restored if it fails or is cancelled.
+                backup = p.with_name(f".{p.name}.replaced")
+                if backup.exists():
+                    remove_output(backup)
+                os.replace(p, backup)
+                backups[name] = backup
     sinks: dict[str, Any] = {}
     done: frozenset[int] = frozenset()
     for name, p in paths.items():
         if fmt == "zarr":
             sinks[name] = ZarrSink(p, job.output_shape, job.output_voxel_size, record, resume=resume)
+            sinks[name].backup = backups.get(name)
         else:
             sinks[name] = TiffSink(p, job.output_shape, job.output_voxel_size)
     if resume:

@@ -47,7 +47,12 @@ def _resolution_size(page, tag: str, unit_scale: float) -> float | None:
 
 
 def read_tiff(path: str | os.PathLike) -> Volume:
+    import logging
+
     import tifffile
+
+    # tifffile logs its own complaints about damaged files; ours is the one-line error below.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
     path = Path(path)
     try:
@@ -56,6 +61,9 @@ def read_tiff(path: str | os.PathLike) -> Volume:
                 raise InputError(f"{path}: the TIFF holds no image data.")
             series = tf.series[0]
             axes = series.axes
+            if axes.startswith("S") and len(axes) == 3 and series.shape[0] in (3, 4):
+                # tifffile stores a plain (3|4, Y, X) stack as planar samples: it is a short z-stack.
+                axes = "Z" + axes[1:]
             data = series.asarray()
             vz = vy = vx = None
             if tf.is_ome and tf.ome_metadata:
@@ -104,15 +112,13 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, voxel_size: tuple[floa
     vz, vy, vx = (float(v) for v in voxel_size)
     big = data.nbytes > 3.9 * 2**30
     try:
-        tifffile.imwrite(
-            tmp,
-            data,
-            imagej=not big,
-            bigtiff=big,
-            resolution=(1.0 / vx, 1.0 / vy),
-            metadata={"spacing": vz, "unit": "um", "axes": "ZYX"} if not big else {"axes": "ZYX"},
-            **({} if not big else {"resolutionunit": "MICROMETER"}),
-        )
+        if big:  # ImageJ files stop at 4 GiB: OME-TIFF (BigTIFF) keeps the voxel size in its XML
+            tifffile.imwrite(tmp, data, bigtiff=True, ome=True, metadata={
+                "axes": "ZYX", "PhysicalSizeZ": vz, "PhysicalSizeY": vy, "PhysicalSizeX": vx,
+                "PhysicalSizeZUnit": "µm", "PhysicalSizeYUnit": "µm", "PhysicalSizeXUnit": "µm"})
+        else:
+            tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / vx, 1.0 / vy),
+                             metadata={"spacing": vz, "unit": "um", "axes": "ZYX"})
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -79,7 +79,13 @@ def open_zarr_array(path: str | os.PathLike) -> tuple[Any, str | None, tuple[flo
     return arr, axes, voxel  # type: ignore[return-value]
 
 
-def read_zarr(path: str | os.PathLike) -> Volume:
+def read_zarr(path: str | os.PathLike, allow_incomplete: bool = False) -> Volume:
+    progress = zarr_progress(path)
+    if progress is not None and not progress.get("complete", True) and not allow_incomplete:
+        raise InputError(
+            f"{path}: an unfinished voxrecon output ({len(progress.get('done', []))} planes done); "
+            "finish it by running the same reconstruct command again, then use it."
+        )
     arr, axes, voxel = open_zarr_array(path)
     if arr.size == 0:
         raise InputError(f"{path}: the zarr array is empty (shape {arr.shape}).")

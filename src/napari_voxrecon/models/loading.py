@@ -14,9 +14,10 @@ def load_model(method: str, spec: str | None, device: str = "cpu", cached: bool 
     """The model of ``method`` from weights ``spec`` on ``device``; loaded once per process
     (and per worker, for the dask runner), not once per job or chunk. ``cached=False`` gives a
     private copy (for fine-tuning, which changes the weights)."""
-    from ..weights import load_weights
-
     from pathlib import Path
+
+    from .. import methods  # noqa: F401  (registers the builders of the learned methods)
+    from ..weights import load_weights
 
     local = Path(spec) / "model.safetensors" if spec else None
     # A local folder can be rewritten (fine-tuning with overwrite): its file time is in the key.

@@ -21,9 +21,10 @@ def poisson_gaussian_noise(volume: np.ndarray, level: float, rng: np.random.Gene
     """
     if level <= 0:
         return volume.astype(np.float32, copy=True)
-    lo = float(np.percentile(volume, 0.1))
-    hi = float(np.percentile(volume, 99.9))
-    scale = (hi - lo) or 1.0
+    from ..normalize import percentile_range
+
+    lo, hi = percentile_range(volume)
+    scale = hi - lo
     photons_at_bright = 1.0 / level**2
     x = np.clip((volume.astype(np.float64) - lo) / scale, 0, None) * photons_at_bright
     noisy = rng.poisson(x).astype(np.float64) / photons_at_bright
