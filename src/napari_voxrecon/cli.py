@@ -113,6 +113,11 @@ def run_reconstruction(
 
     vol = read_volume(input_path)
     job = Job(task, vol.data, params, method=method, voxel_size=vol.voxel_size, seed=seed, device=device)
+    if job.method_spec.uses_weights:
+        # Unknown or unreachable weights fail here, before any output is created or replaced.
+        from .weights import resolve_weights
+
+        resolve_weights(job.params.get("weights"), job.method, progress=not quiet)
     sinks, done = open_file_sinks(output_path, job, overwrite=overwrite)
     if done:
         _say(f"resuming {output_path}: {len(done)} of {job.output_shape[0]} planes already done", quiet)
@@ -171,17 +176,30 @@ def _all_method_params(task: str):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .io import read_volume
+    import numpy as np
+
+    from .io import check_volume, read_volume
     from .metrics import evaluate, missing_planes
 
     pred = read_volume(args.prediction).data
     gt = read_volume(args.ground_truth).data
+    check_volume(pred, args.prediction)
+    check_volume(gt, args.ground_truth)
+    if pred.shape[0] < gt.shape[0] and pred.shape[1:] == gt.shape[1:]:
+        # Sparse/restore outputs end at the last acquired plane: score against the same planes.
+        print(f"note: the prediction has {pred.shape[0]} planes, the ground truth {gt.shape[0]}; "
+              f"scoring against its first {pred.shape[0]}.", file=sys.stderr)
+        gt = gt[: pred.shape[0]]
     planes = None
     if args.missing_only:
         if not args.interval:
             raise VoxreconError("--missing-only needs --interval N (the sparse task's interval).")
         planes = missing_planes(gt.shape[0], args.interval)
     scores = evaluate(pred, gt, planes=planes)
+    identical = int(np.sum(np.all(pred == gt, axis=(1, 2))))
+    if identical and planes is None:
+        print(f"note: {identical} plane(s) equal the ground truth exactly (acquired planes?) and count as "
+              "100 dB; for the sparse task use --missing-only --interval N.", file=sys.stderr)
     if args.json:
         print(json.dumps({"prediction": args.prediction, "ground_truth": args.ground_truth, "planes": "missing" if planes else "all", **scores}, indent=2))
     else:
@@ -225,13 +243,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                    defaults={"real_volumes": [Path(p).name for p in args.data]})
         print(f"wrote weights to {folder}")
         return 0
-    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
+    if not args.output and not args.checkpoint_dir:
+        raise VoxreconError("give -o/--output (where the weights go) or --checkpoint-dir, or the training is lost.")
+    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.overwrite:
+        raise VoxreconError(f"{args.output} exists and is not empty; pass --overwrite or choose another folder (checked before training).")
     folder = train_sparse(
         args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
         holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
-        overwrite=args.overwrite, log=lambda m: print(m, flush=True),
-        should_stop=(lambda: time.monotonic() > deadline) if deadline else None, init=args.init,
+        overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
+        phantom_workers=args.phantom_workers,
     )
     if folder is not None:
         print(f"wrote weights to {folder}")
@@ -376,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phantom-fraction", type=float, default=0.5, help="share of windows drawn from phantoms")
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net widths per level")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long; the learning rate decays to fit")
+    p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")
+    p.add_argument("--phantom-workers", type=int, default=0,
+                   help="processes rendering phantoms in the background (for GPUs; the run is then not bit-reproducible)")
     p.add_argument("--init", help="start from these weights (default, a folder or a Hub id) instead of random")
     p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")
@@ -389,12 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="self-align a model on a new stack without ground truth (Sparse3Diff section 2.3)")
     p.add_argument("model", choices=["sparse3diff"])
     p.add_argument("stack", help="the acquired sparse stack (.tif/.tiff/.zarr)")
-    p.add_argument("--interval", type=int, required=True)
+    p.add_argument("--interval", type=int, required=True, choices=range(2, 65), metavar="N", help="acquisition interval (2-64)")
     p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned weights")
     p.add_argument("--weights", default="default", help="weights to start from (default: embedded)")
     p.add_argument("--rounds", type=int, default=1, help="passes over all reference planes (default 1)")
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--steps", type=int, default=10, help="sampling steps for the inferred planes")
+    p.add_argument("--steps", type=int, default=2, help="sampling steps for the inferred planes (default 2, as reconstruct)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overwrite", action="store_true")

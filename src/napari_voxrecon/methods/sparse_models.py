@@ -85,7 +85,7 @@ def _register() -> None:
         _run_diffusion,
         params=(
             WEIGHTS,
-            Param("steps", int, 10, "sampling steps", min=1, max=1000),
+            Param("steps", int, 2, "sampling steps (2 scores best on held-out data: docs/benchmarks.md; more steps give sharper, noisier samples)", min=1, max=1000),
             Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
             Param("guidance", float, 0.0, "classifier-free guidance weight w (eq. 5); 0 = conditional model only", min=0.0, max=10.0),
             Param("samples", int, 1, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),

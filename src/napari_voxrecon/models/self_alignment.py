@@ -35,7 +35,7 @@ def _random_crops(window: np.ndarray, crop: int, count: int, rng: np.random.Gene
 
 
 def self_align(model: SparseModel, volume: np.ndarray, n: int, *, rounds: int = 1, lr: float = 5e-5,
-               steps: int = 10, crops: int = 4, crop: int = 128, seed: int = 0, tile: int = 256,
+               steps: int = 2, crops: int = 4, crop: int = 128, seed: int = 0, tile: int = 256,
                check_cancel: Callable[[], None] | None = None) -> Iterator[dict]:
     """Fine-tune ``model`` in place on an acquired stack (M, H, W) at interval n.
 

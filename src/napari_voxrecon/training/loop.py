@@ -48,6 +48,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 25
     threads: int | None = None
+    #: Wall-clock budget: the run stops (with a checkpoint) when it is spent, and the learning
+    #: rate decays against whichever of ``steps`` and ``max_seconds`` runs out first.
+    max_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,10 +69,12 @@ def cpu_has_fast_bf16() -> bool:
     return "BF16" in cap or "AMX" in cap
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.max_seconds:
+        progress = max(progress, elapsed / cfg.max_seconds)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))  # cosine to 10 %
 
 
@@ -84,11 +89,15 @@ class EMA:
     def update(self, network: nn.Module, step: int) -> None:
         # Warm-up of the decay (1+s)/(10+s): early EMA follows the fast-changing weights.
         d = min(self.decay, (1 + step) / (10 + step))
+        shadows, values = [], []
         for k, v in network.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+                shadows.append(self.shadow[k])
+                values.append(v.detach().float())
             else:
                 self.shadow[k].copy_(v)
+        # One fused update for all tensors: a per-tensor loop costs more than the step on a GPU.
+        torch._foreach_lerp_(shadows, values, 1 - d)
 
     def copy_to(self, network: nn.Module) -> None:
         network.load_state_dict({k: v.to(network.state_dict()[k].dtype) for k, v in self.shadow.items()})
@@ -110,7 +119,7 @@ def _save_checkpoint(folder: Path, network: nn.Module, ema: EMA, opt: torch.opti
             if torch.is_tensor(value):
                 tensors[f"opt.{pid}.{name}"] = value.detach().cpu().reshape(-1) if value.dim() == 0 else value.detach().cpu().contiguous()
     tmp = folder / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"step": str(state.step)})
     meta = {
         "step": state.step,
         "losses": state.losses[-2000:],
@@ -127,6 +136,18 @@ def _save_checkpoint(folder: Path, network: nn.Module, ema: EMA, opt: torch.opti
     os.replace(tmp_json, folder / "checkpoint.json")
 
 
+def _check_checkpoint_step(folder: Path, step: int) -> None:
+    """Tensors and JSON are renamed one after the other: a kill in between leaves them apart."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "checkpoint.safetensors"), "pt") as f:
+        tensor_step = (f.metadata() or {}).get("step")
+    if tensor_step is not None and int(tensor_step) != step:
+        raise RuntimeError(
+            f"{folder}: the checkpoint's tensors (step {tensor_step}) and metadata (step {step}) disagree "
+            "(interrupted while saving); delete checkpoint.json to restart from scratch.")
+
+
 def _load_checkpoint(folder: Path, network: nn.Module, ema: EMA, opt: torch.optim.Optimizer, state: TrainState,
                      rng: np.random.Generator, gen: torch.Generator) -> bool:
     from safetensors.torch import load_file
@@ -134,9 +155,11 @@ def _load_checkpoint(folder: Path, network: nn.Module, ema: EMA, opt: torch.opti
     if not (folder / "checkpoint.json").exists():
         return False
     meta = json.loads((folder / "checkpoint.json").read_text())
+    _check_checkpoint_step(folder, int(meta["step"]))
     tensors = load_file(str(folder / "checkpoint.safetensors"))
     network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.shadow = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
+    device = next(network.parameters()).device
+    ema.shadow = {k[4:]: v.float().to(device) for k, v in tensors.items() if k.startswith("ema.")}
     opt_sd = opt.state_dict()
     new_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -192,8 +215,11 @@ def train(
     while state.step < cfg.steps:
         if should_stop is not None and should_stop():
             break
+        elapsed = time.perf_counter() - t_start
+        if cfg.max_seconds and elapsed >= cfg.max_seconds:
+            break
         for g in opt.param_groups:
-            g["lr"] = _lr_at(state.step, cfg)
+            g["lr"] = _lr_at(state.step, cfg, elapsed)
         batch = trainable.sample_batch(rng, state.step)
         with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16):
             loss = trainable.loss(network, batch, gen)
@@ -212,7 +238,7 @@ def train(
             window_t, window_n = now, 0
             state.seconds = now - t_start
             if on_log is not None:
-                on_log(state, {"loss": float(np.mean(state.losses[-cfg.log_every:])), "lr": _lr_at(state.step, cfg)})
+                on_log(state, {"loss": float(np.mean(state.losses[-cfg.log_every:])), "lr": _lr_at(state.step, cfg, state.seconds)})
         if folder is not None and (state.step % cfg.checkpoint_every == 0):
             state.seconds = time.perf_counter() - t_start
             _save_checkpoint(folder, network, ema, opt, state, rng, gen, cfg)

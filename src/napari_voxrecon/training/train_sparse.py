@@ -24,14 +24,15 @@ from .windows import TrainingVolume, WindowSampler, split_holdout, to_unit_range
 def build_window_sampler(data: Sequence[str], holdout: float = 0.375, crop: int = 64,
                          phantom_fraction: float = 0.5, intervals: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
                          phantom_shape: tuple[int, int, int] = (40, 96, 96), phantom_pool: int = 12,
-                         seed: int = 0) -> WindowSampler:
+                         seed: int = 0, phantom_workers: int = 0) -> WindowSampler:
     volumes = []
     for path in data:
         vol = read_volume(path)
         train_part = split_holdout(vol.data, holdout)[0] if holdout > 0 else vol.data
         volumes.append(TrainingVolume(to_unit_range(np.asarray(train_part, np.float32)), volume_axes(vol.voxel_size), Path(path).name))
     sampler = WindowSampler(volumes, tuple(intervals), crop, phantom_fraction if volumes else 1.0,
-                            phantom_shape, phantom_pool if phantom_fraction > 0 or not volumes else 0)
+                            phantom_shape, phantom_pool if phantom_fraction > 0 or not volumes else 0,
+                            phantom_workers=phantom_workers)
     if sampler.phantom_pool:
         sampler.fill_phantoms(np.random.default_rng([seed, 99]))
     return sampler
@@ -42,16 +43,31 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
                  channels: Sequence[int] = (16, 32, 64), checkpoint_dir: str | None = None, device: str = "auto",
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
                  log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
-                 init: str | None = None) -> Path | None:
-    from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
-    from ..models.sparse_window_net import SparseWindowNet
-
+                 init: str | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
+                 phantom_workers: int = 0) -> Path | None:
     if method not in ("sparse3diff", "unet"):
         raise ValueError(f"no trainer for {method!r}")
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    sampler = build_window_sampler(data, holdout, crop, phantom_fraction, seed=seed)
+    sampler = build_window_sampler(data, holdout, crop, phantom_fraction, phantom_pool=phantom_pool, seed=seed,
+                                   phantom_workers=phantom_workers)
+    try:
+        return _train_with(sampler, method, out, steps=steps, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
+                           channels=channels, checkpoint_dir=checkpoint_dir, device=device, threads=threads, seed=seed,
+                           p_uncond=p_uncond, overwrite=overwrite, log=log, should_stop=should_stop, init=init,
+                           max_seconds=max_seconds)
+    finally:
+        sampler.close()
+
+
+def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: int, batch_size: int, crop: int,
+                lr: float, holdout: float, channels: Sequence[int], checkpoint_dir: str | None, device: str,
+                threads: int | None, seed: int, p_uncond: float, overwrite: bool, log: Callable[[str], None],
+                should_stop: Callable[[], bool] | None, init: str | None, max_seconds: float | None) -> Path | None:
+    from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
+    from ..models.sparse_window_net import SparseWindowNet
+
     net = SparseWindowNet(tuple(channels), diffusion=(method == "sparse3diff"))
     previous_steps = 0
     if init is not None:
@@ -68,7 +84,7 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     cls = SparseDiffusionTrainable if method == "sparse3diff" else SparseRegressionTrainable
     trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                      checkpoint_dir=checkpoint_dir, threads=threads,
+                      checkpoint_dir=checkpoint_dir, threads=threads, max_seconds=max_seconds,
                       extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "intervals": list(sampler.intervals),
                              "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction})
     n_params = sum(p.numel() for p in net.parameters())

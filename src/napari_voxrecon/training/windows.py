@@ -10,6 +10,7 @@ network never sees the same phantom for long.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -37,6 +38,13 @@ def volume_axes(voxel_size: Sequence[float], max_anisotropy: float = 1.5) -> tup
     return (0, 1, 2) if vz / min(vy, vx) <= max_anisotropy else (0,)
 
 
+def make_phantom_volume(shape: tuple[int, int, int], seed: int) -> TrainingVolume:
+    """A fresh procedural phantom in the models' range (module level, so worker processes can run it)."""
+    from ..simulate.phantoms import random_phantom
+
+    return TrainingVolume(to_unit_range(random_phantom(shape, np.random.default_rng(seed))), (0,), "phantom")
+
+
 @dataclass
 class WindowSampler:
     """Draws batches of windows of n+1 planes, n from ``intervals``."""
@@ -48,24 +56,57 @@ class WindowSampler:
     phantom_shape: tuple[int, int, int] = (40, 96, 96)
     phantom_pool: int = 12
     phantom_refresh: int = 1  # phantoms replaced per call to ``refresh``
+    #: Worker processes that make phantoms in the background. A fast accelerator trains faster
+    #: than one core renders phantoms; with workers the phantom stream no longer depends only
+    #: on the seed (which phantom arrives when depends on timing), so 0 keeps runs reproducible.
+    phantom_workers: int = 0
     _phantoms: list[TrainingVolume] = field(default_factory=list)
+    _executor: ProcessPoolExecutor | None = None
+    _pending: list[Future] = field(default_factory=list)
+
+    def _seed(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(2**63))
 
     def fill_phantoms(self, rng: np.random.Generator) -> None:
-        while len(self._phantoms) < self.phantom_pool:
-            self._phantoms.append(self._new_phantom(rng))
+        missing = self.phantom_pool - len(self._phantoms)
+        if missing <= 0:
+            return
+        seeds = [self._seed(rng) for _ in range(missing)]
+        if self.phantom_workers:
+            self._phantoms.extend(self._pool().map(make_phantom_volume, [self.phantom_shape] * missing, seeds))
+        else:
+            self._phantoms.extend(make_phantom_volume(self.phantom_shape, s) for s in seeds)
 
-    def _new_phantom(self, rng: np.random.Generator) -> TrainingVolume:
-        from ..simulate.phantoms import random_phantom
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            import multiprocessing
 
-        vol = random_phantom(self.phantom_shape, rng)
-        return TrainingVolume(to_unit_range(vol), (0,), "phantom")
+            # spawn, not fork: the parent may hold a CUDA context, which must not be forked.
+            self._executor = ProcessPoolExecutor(self.phantom_workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
 
     def refresh(self, rng: np.random.Generator) -> None:
         """Replace some phantoms with new ones (call every few steps)."""
         if not self._phantoms:
             return
-        for _ in range(self.phantom_refresh):
-            self._phantoms[int(rng.integers(len(self._phantoms)))] = self._new_phantom(rng)
+        if not self.phantom_workers:
+            for _ in range(self.phantom_refresh):
+                self._phantoms[int(rng.integers(len(self._phantoms)))] = make_phantom_volume(self.phantom_shape, self._seed(rng))
+            return
+        for fut in [f for f in self._pending if f.done()]:
+            self._pending.remove(fut)
+            self._phantoms[int(rng.integers(len(self._phantoms)))] = fut.result()
+        while len(self._pending) < 2 * self.phantom_workers:
+            self._pending.append(self._pool().submit(make_phantom_volume, self.phantom_shape, self._seed(rng)))
+
+    def close(self) -> None:
+        """Stop the phantom workers (if any)."""
+        if self._executor is not None:
+            for fut in self._pending:
+                fut.cancel()
+            self._pending.clear()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     def _pick_volume(self, rng: np.random.Generator, n: int) -> tuple[TrainingVolume, int]:
         use_phantom = self._phantoms and (not self.volumes or rng.random() < self.phantom_fraction)
