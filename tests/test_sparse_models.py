@@ -205,3 +205,24 @@ def test_training_continues_from_existing_weights(stack_files, tiny_weights):
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["steps"] == 3 + 2
     assert config["architecture"]["channels"] == [8, 16]
+
+
+@pytest.mark.parametrize("p_terminal,expect_all_terminal", [(1.0, True), (0.0, False)])
+def test_p_terminal_trains_at_pure_noise(p_terminal, expect_all_terminal):
+    """p_terminal = 1 puts every window at t = 1, where x_t is pure noise and v = -x0."""
+    from napari_voxrecon.models.sparse3diff import SparseDiffusionTrainable
+    from napari_voxrecon.models.sparse_window_net import SparseWindowNet
+
+    torch.manual_seed(0)
+    net = SparseWindowNet((8, 16), emb_dim=16, cond_dim=16, pos_dim=8)
+    seen = []
+    original = net.forward
+
+    def spy(state, guide, t, keep):
+        seen.append(t.clone())
+        return original(state, guide, t, keep)
+
+    net.forward = spy
+    tr = SparseDiffusionTrainable(net, windows=None, p_terminal=p_terminal)
+    tr.loss(net, torch.rand(6, 4, 16, 16) * 2 - 1, torch.Generator().manual_seed(2))
+    assert bool((seen[0] == 1).all()) is expect_all_terminal

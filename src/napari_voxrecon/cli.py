@@ -253,7 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
         overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-        phantom_workers=args.phantom_workers,
+        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal,
     )
     if folder is not None:
         print(f"wrote weights to {folder}")
@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")
     p.add_argument("--phantom-workers", type=int, default=0,
                    help="processes rendering phantoms in the background (for GPUs; the run is then not bit-reproducible)")
+    p.add_argument("--p-terminal", type=float, default=0.0,
+                   help="sparse3diff: share of windows trained at t=1 (pure noise), where every sampler starts")
     p.add_argument("--init", help="start from these weights (default, a folder or a Hub id) instead of random")
     p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")

@@ -46,6 +46,10 @@ class SparseDiffusionTrainable:
     residual_scale: float = RESIDUAL_SCALE
     schedule: VPSchedule = field(default_factory=lambda: VPSchedule("cosine", zero_terminal_snr=True))
     refresh_every: int = 10
+    #: Share of windows trained at t = 1 exactly (pure noise). Every sampler's first step
+    #: evaluates the network there, and with zero terminal SNR its prediction at t = 1 is the
+    #: posterior-mean estimate that few-step samples and K-sample means build on.
+    p_terminal: float = 0.0
 
     def sample_batch(self, rng: np.random.Generator, step: int) -> torch.Tensor:
         if self.refresh_every and step % self.refresh_every == 0:
@@ -59,7 +63,10 @@ class SparseDiffusionTrainable:
         windows = windows.to(device)
         b = windows.shape[0]
         guide, r0 = _scaled_residual(windows, self.residual_scale)
-        t = torch.rand(b, generator=generator).to(device)
+        t = torch.rand(b, generator=generator)
+        if self.p_terminal:
+            t = torch.where(torch.rand(b, generator=generator) < self.p_terminal, torch.ones_like(t), t)
+        t = t.to(device)
         eps = torch.randn(r0.shape, generator=generator).to(device)
         eps[:, 0] = eps[:, -1] = 0  # acquired planes are never noised
         alpha, sigma = self.schedule.alpha_sigma(t)

@@ -44,7 +44,7 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
                  log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
                  init: str | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
-                 phantom_workers: int = 0) -> Path | None:
+                 phantom_workers: int = 0, p_terminal: float = 0.0) -> Path | None:
     if method not in ("sparse3diff", "unet"):
         raise ValueError(f"no trainer for {method!r}")
     torch.manual_seed(seed)
@@ -56,7 +56,7 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
         return _train_with(sampler, method, out, steps=steps, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
                            channels=channels, checkpoint_dir=checkpoint_dir, device=device, threads=threads, seed=seed,
                            p_uncond=p_uncond, overwrite=overwrite, log=log, should_stop=should_stop, init=init,
-                           max_seconds=max_seconds)
+                           max_seconds=max_seconds, p_terminal=p_terminal)
     finally:
         sampler.close()
 
@@ -64,12 +64,13 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
 def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: int, batch_size: int, crop: int,
                 lr: float, holdout: float, channels: Sequence[int], checkpoint_dir: str | None, device: str,
                 threads: int | None, seed: int, p_uncond: float, overwrite: bool, log: Callable[[str], None],
-                should_stop: Callable[[], bool] | None, init: str | None, max_seconds: float | None) -> Path | None:
+                should_stop: Callable[[], bool] | None, init: str | None, max_seconds: float | None,
+                p_terminal: float = 0.0) -> Path | None:
     from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
     from ..models.sparse_window_net import SparseWindowNet
 
     net = SparseWindowNet(tuple(channels), diffusion=(method == "sparse3diff"))
-    previous_steps = 0
+    previous_steps, previous_seconds = 0, 0.0
     if init is not None:
         # Continue from existing weights (e.g. the shipped ones); the architecture comes from them.
         from ..weights import load_weights
@@ -80,12 +81,13 @@ def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: 
         net = SparseWindowNet(**arch)
         net.load_state_dict(state)
         previous_steps = int(config.get("training", {}).get("steps", 0))
+        previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
         log(f"initialised from {folder} ({previous_steps} steps)")
     cls = SparseDiffusionTrainable if method == "sparse3diff" else SparseRegressionTrainable
-    trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond)
+    trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond, p_terminal=p_terminal)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       checkpoint_dir=checkpoint_dir, threads=threads, max_seconds=max_seconds,
-                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "intervals": list(sampler.intervals),
+                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "p_terminal": p_terminal, "intervals": list(sampler.intervals),
                              "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction})
     n_params = sum(p.numel() for p in net.parameters())
     log(f"training {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
@@ -98,10 +100,15 @@ def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: 
     if out is None:
         return None
     ema.copy_to(net)
-    info = {"steps": previous_steps + state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s,
+    info = {"steps": previous_steps + state.step, "seconds": previous_seconds + state.seconds, "windows_per_s": state.samples_per_s,
             "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
-            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals)}
+            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals), "p_terminal": p_terminal}
     return _save(method, net, out, info, batch_size, crop, lr, p_uncond, holdout, overwrite)
+
+
+def _machine(device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
+    return f"{where}, torch {torch.__version__}"
 
 
 def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr: float, p_uncond: float,
@@ -117,11 +124,12 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
         "schedule": {"kind": "cosine", "zero_terminal_snr": True},
         "training": {
             "steps": info["steps"], "batch_size": batch_size, "crop": crop, "lr": lr, "p_uncond": p_uncond,
+            "p_terminal": info.get("p_terminal", 0.0),
             "real_volumes": info["real_volumes"], "holdout_fraction_of_x": holdout,
             "phantom_fraction": info["phantom_fraction"], "intervals": info["intervals"],
             "seconds": round(info["seconds"], 1), "windows_per_s": round(info["windows_per_s"], 2),
             "final_loss": float(np.mean(info["losses"][-100:])) if info["losses"] else None,
-            "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} torch {torch.__version__}",
+            "date": datetime.date.today().isoformat(), "machine": _machine(next(net.parameters()).device),
         },
     }
     card = (f"# {method} weights (task `sparse`)\n\nEMA weights after {info['steps']} steps of "
@@ -152,6 +160,7 @@ def export_checkpoint(method: str, checkpoint_dir: str, out: str, *, overwrite: 
     info = {"steps": meta["step"], "seconds": seconds,
             "windows_per_s": meta["step"] * cfg["batch_size"] / seconds if seconds else 0.0,
             "losses": meta.get("losses", []), "real_volumes": extra.get("real_volumes", []),
-            "phantom_fraction": extra.get("phantom_fraction"), "intervals": extra.get("intervals", [])}
+            "phantom_fraction": extra.get("phantom_fraction"), "intervals": extra.get("intervals", []),
+            "p_terminal": extra.get("p_terminal", 0.0)}
     return _save(method, net, out, info, cfg["batch_size"], extra.get("crop", 0), cfg["lr"], extra.get("p_uncond", 0.15),
                  extra.get("holdout", 0.0), overwrite)
