@@ -180,3 +180,13 @@ def test_job_does_not_share_memory_with_the_caller(small_volume):
     job = Job("sparse", data, {"interval": 2})
     data[:] = 0
     assert job.volume.max() > 0
+
+
+def test_precision_choice():
+    from napari_voxrecon.engine.device import use_bf16
+    from napari_voxrecon.errors import VoxreconError
+
+    assert use_bf16("cpu", "bf16") and not use_bf16("cuda", "fp32")
+    assert use_bf16("cuda", "auto") and not use_bf16("mps", "auto")
+    with pytest.raises(VoxreconError, match="precision"):
+        use_bf16("cpu", "fp16")

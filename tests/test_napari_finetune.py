@@ -78,7 +78,7 @@ def test_sparse3diff_form_fields(viewer):
     widget.task_combo.setCurrentText("sparse")
     widget.method_combo.setCurrentText("sparse3diff")
     form = widget.params_form
-    assert [w.name for w in form] == ["interval", "weights", "steps", "sampler", "guidance", "samples", "tile"]
+    assert [w.name for w in form] == ["interval", "weights", "steps", "sampler", "guidance", "samples", "tile", "precision"]
     assert isinstance(form["weights"], WeightsField) and form["weights"].picker.combo.isEditable()
     assert isinstance(form["steps"], mgw.SpinBox) and (form["steps"].min, form["steps"].max) == (1, 1000)
     assert isinstance(form["samples"], mgw.SpinBox) and (form["samples"].min, form["samples"].max) == (1, 64)

@@ -226,3 +226,17 @@ def test_p_terminal_trains_at_pure_noise(p_terminal, expect_all_terminal):
     tr = SparseDiffusionTrainable(net, windows=None, p_terminal=p_terminal)
     tr.loss(net, torch.rand(6, 4, 16, 16) * 2 - 1, torch.Generator().manual_seed(2))
     assert bool((seen[0] == 1).all()) is expect_all_terminal
+
+
+def test_bf16_precision_stays_close_to_fp32(stack_files, tiny_weights):
+    """bf16 autocast changes the network's arithmetic, not the result beyond bf16 rounding."""
+    from napari_voxrecon.engine import Job, run_job
+
+    _, gt = stack_files
+    sparse = gt[::4]
+    outs = {p: run_job(Job("sparse", sparse, {"interval": 4, "weights": str(tiny_weights["sparse3diff"]), "samples": 1,
+                                              "precision": p}, method="sparse3diff", device="cpu"))["result"]
+            for p in ("fp32", "bf16")}
+    assert np.array_equal(outs["fp32"][::4], sparse) and np.array_equal(outs["bf16"][::4], sparse)
+    rel = np.abs(outs["fp32"] - outs["bf16"]).max() / np.ptp(gt)
+    assert 0 < rel < 0.02

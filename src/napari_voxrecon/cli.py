@@ -420,8 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned weights")
     p.add_argument("--weights", default="default", help="weights to start from (default: embedded)")
     p.add_argument("--rounds", type=int, default=1, help="passes over all reference planes (default 1)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--steps", type=int, default=2, help="sampling steps for the inferred planes (default 2, as reconstruct)")
+    p.add_argument("--lr", type=float, default=1e-5, help="fine-tuning learning rate (5e-5 already degrades held-out scores: docs/benchmarks.md)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="sampling steps for the inferred pseudo-data planes (default 10: realistic samples, not the smoother 2-step output)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overwrite", action="store_true")

@@ -32,6 +32,32 @@ def resolve_device(request: str = "auto") -> tuple[str, str | None]:
     return "cpu", None
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX). CPUs without it
+    emulate bf16 and run it many times slower than fp32 (measured: docs/benchmarks.md)."""
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability().upper()
+    if "BF16" in cap or "AMX" in cap:
+        return True
+    try:  # torch names only the widest vector unit (e.g. "AVX512"); the kernel lists the rest
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(device: str, precision: str = "auto") -> bool:
+    """Whether networks run under bf16 autocast: ``precision`` "bf16"/"fp32" decide; "auto"
+    picks bf16 where it is fast (CUDA GPUs, CPUs with native bf16) and fp32 elsewhere."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise VoxreconError(f"precision: {precision!r} is not one of auto, fp32, bf16.")
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") or (device == "cpu" and cpu_has_fast_bf16())
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     """True for a GPU out-of-memory error (the case that triggers the CPU fallback)."""
     import torch

@@ -12,6 +12,7 @@ from ..engine.events import Notice, SliceResult
 from ..engine.registry import Method, Param, register
 
 WEIGHTS = Param("weights", str, "default", "weights: 'default' (embedded), an embedded name, a local folder, or a Hub repo id org/name[@revision]")
+PRECISION = Param("precision", str, "auto", "network arithmetic: auto (bf16 on GPUs and on CPUs with native bf16, else fp32), fp32, bf16", choices=("auto", "fp32", "bf16"))
 TILE = Param("tile", int, 256, "lateral tile size in pixels (tiles overlap by 32 and are blended)", min=64, max=4096)
 
 
@@ -32,7 +33,7 @@ def _build(state: dict, config: dict, device: str) -> Any:
 def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
     import torch
 
-    from ..engine.device import is_out_of_memory
+    from ..engine.device import is_out_of_memory, use_bf16
     from ..models.loading import load_model
     from ..models.sparse3diff import reconstruct_sparse
 
@@ -45,7 +46,8 @@ def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
     while True:
         try:
             for z, plane, sd in reconstruct_sparse(model, ctx.volume, n, skip=frozenset(done), seed=ctx.seed,
-                                                   check_cancel=ctx.check_cancel, tile=ctx.params["tile"], **fill_kw):
+                                                   check_cancel=ctx.check_cancel, tile=ctx.params["tile"],
+                                                   bf16=use_bf16(device, ctx.params["precision"]), **fill_kw):
                 done.add(z)
                 yield SliceResult(z, plane)
                 if sd is not None:
@@ -88,15 +90,16 @@ def _register() -> None:
             Param("steps", int, 2, "sampling steps (2 scores best on held-out data: docs/benchmarks.md; more steps give sharper, noisier samples)", min=1, max=1000),
             Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
             Param("guidance", float, 0.0, "classifier-free guidance weight w (eq. 5); 0 = conditional model only", min=0.0, max=10.0),
-            Param("samples", int, 1, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
+            Param("samples", int, 2, "K independent samples: their mean is the result (2 by default: +0.1 dB over one sample at twice the time, docs/benchmarks.md), their std the 'uncertainty' output", min=1, max=64),
             TILE,
+            PRECISION,
         ),
         outputs=_outputs, uses_weights=True, uses_torch=True,
     ))
     register(Method(
         "sparse", "unet",
         "U-Net regression of the missing planes (residual over linear interpolation; trained model)",
-        _run_unet, params=(WEIGHTS, TILE), uses_weights=True, uses_torch=True,
+        _run_unet, params=(WEIGHTS, TILE, PRECISION), uses_weights=True, uses_torch=True,
     ))
 
 

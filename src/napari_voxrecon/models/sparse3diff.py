@@ -110,8 +110,10 @@ class SparseModel:
     @torch.no_grad()
     def fill(self, first: torch.Tensor, last: torch.Tensor, n: int, *, steps: int = 10, sampler: str = "dpmpp_2m",
              guidance: float = 0.0, samples: int = 1, generator: torch.Generator | None = None,
-             should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+             should_stop: Callable[[], bool] | None = None, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The n-1 planes between ``first`` and ``last`` ((H, W), in [-1, 1] units).
+
+        ``bf16`` runs the network under bf16 autocast; the sampler's arithmetic stays fp32.
 
         Returns (mean over ``samples`` (n-1, H, W), std over samples or None when samples == 1).
         """
@@ -119,29 +121,43 @@ class SparseModel:
         dev = first.device
         guide = linear_guide(first[None], last[None], n)  # (1, P, H, W)
         if not self.is_diffusion:
-            out = net(None, guide, torch.zeros(1, device=dev), torch.ones(1, dtype=torch.bool, device=dev))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(None, guide, torch.zeros(1, device=dev), torch.ones(1, dtype=torch.bool, device=dev)).float()
             return guide[0, 1:-1] + out[0, 1:-1] / self.residual_scale, None
-        k = samples
-        guide_k = guide.expand(k, -1, -1, -1)
         h, w = first.shape
+        x_T = torch.randn((samples, n - 1, h, w), generator=generator, device="cpu").to(dev)
+        # On a CPU the K samples run one after the other: a batch of K windows of this size
+        # overflows the caches and ran 25-35 % slower per sample (benchmarks/sparse_speed.py).
+        chunk = 1 if dev.type == "cpu" else samples
+        r = torch.cat([self._sample(guide, x_T[i:i + chunk], n, steps=steps, sampler=sampler, guidance=guidance,
+                                    generator=generator, should_stop=should_stop, bf16=bf16)
+                       for i in range(0, samples, chunk)])
+        planes = guide[0, 1:-1] + r / self.residual_scale  # (K, n-1, H, W)
+        return planes.mean(0), (planes.std(0) if samples > 1 else None)
+
+    def _sample(self, guide: torch.Tensor, x_T: torch.Tensor, n: int, *, steps: int, sampler: str, guidance: float,
+                generator: torch.Generator | None, should_stop: Callable[[], bool] | None, bf16: bool = False) -> torch.Tensor:
+        """Samples of the scaled residual of the n-1 inner planes, one per row of ``x_T``."""
+        net = self.network
+        dev = x_T.device
+        k, _, h, w = x_T.shape
+        guide_k = guide.expand(k, -1, -1, -1)
 
         def v_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             full = torch.zeros(k, n + 1, h, w, device=dev, dtype=x.dtype)
             full[:, 1:-1] = x
             tb = t.reshape(-1)[:1].expand(k).to(dev, torch.float32)
-            if guidance == 0:
-                v = net(full, guide_k, tb, torch.ones(k, dtype=torch.bool, device=dev))
-            else:  # eq. (5): one batched call for the conditional and the unconditional branch
-                keep = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(k, dtype=torch.bool, device=dev)])
-                both = net(full.repeat(2, 1, 1, 1), guide_k.repeat(2, 1, 1, 1), tb.repeat(2), keep)
-                v = cfg_combine(both[:k], both[k:], guidance)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                if guidance == 0:
+                    v = net(full, guide_k, tb, torch.ones(k, dtype=torch.bool, device=dev)).float()
+                else:  # eq. (5): one batched call for the conditional and the unconditional branch
+                    keep = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(k, dtype=torch.bool, device=dev)])
+                    both = net(full.repeat(2, 1, 1, 1), guide_k.repeat(2, 1, 1, 1), tb.repeat(2), keep).float()
+                    v = cfg_combine(both[:k], both[k:], guidance)
             return v[:, 1:-1]
 
-        x_T = torch.randn((k, n - 1, h, w), generator=generator, device="cpu").to(dev)
         denoise = make_v_denoiser(v_model, self.schedule)
-        r = sample(sampler, denoise, self.schedule, x_T, n_steps=steps, generator=generator, should_stop=should_stop)
-        planes = guide[0, 1:-1] + r / self.residual_scale  # (K, n-1, H, W)
-        return planes.mean(0), (planes.std(0) if k > 1 else None)
+        return sample(sampler, denoise, self.schedule, x_T, n_steps=steps, generator=generator, should_stop=should_stop)
 
     def fill_tiled(self, first: np.ndarray, last: np.ndarray, n: int, tile: int = 256, overlap: int = 32,
                    seed: int = 0, **kw: Any) -> tuple[np.ndarray, np.ndarray | None]:

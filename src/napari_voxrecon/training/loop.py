@@ -62,13 +62,6 @@ class TrainState:
     seconds: float = 0.0
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AVX512-BF16 or AMX); AVX2-only CPUs
-    emulate bf16 and run it many times slower than fp32 (measured: docs/benchmarks.md)."""
-    cap = torch.backends.cpu.get_cpu_capability().upper()
-    return "BF16" in cap or "AMX" in cap
-
-
 def _lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -192,7 +185,7 @@ def train(
     With ``cfg.checkpoint_dir`` set, resumes from a checkpoint found there and writes one every
     ``checkpoint_every`` steps and at the end (also when ``should_stop`` ends the run early).
     """
-    from ..engine.device import resolve_device
+    from ..engine.device import resolve_device, use_bf16
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -201,7 +194,7 @@ def train(
         print(f"warning: {notice}")
     network = trainable.network.to(device)
     network.train()
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.startswith("cuda") or (device == "cpu" and cpu_has_fast_bf16()))
+    bf16 = cfg.bf16 if cfg.bf16 is not None else use_bf16(device)
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = EMA(network, cfg.ema_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -221,7 +214,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = _lr_at(state.step, cfg, elapsed)
         batch = trainable.sample_batch(rng, state.step)
-        with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = trainable.loss(network, batch, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

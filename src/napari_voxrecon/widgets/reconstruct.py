@@ -1070,9 +1070,8 @@ class ReconstructWidget(QWidget):
             self._token,
             overwrite=bool(overwrite),
             source_name=layer.name,
-            # The sampling settings of the form: the planes inferred during self-alignment are
-            # made the way a run would make them.
-            steps=int(params.get("steps", 10)),
+            # Not the form's steps: self-alignment infers its pseudo-data with its own, sharper
+            # sampler setting (models/self_alignment.py says why).
             tile=int(params.get("tile", 256)),
             seed=int(self.seed_spin.value()),
             _start_thread=False,
