@@ -48,11 +48,16 @@ def main() -> None:
     ap.add_argument("--sparse3diff", help="weights for sparse3diff (default: embedded)", default="default")
     ap.add_argument("--unet", help="weights for unet (default: embedded)", default="default")
     ap.add_argument("--intervals", type=int, nargs="+", default=[4, 6, 8])
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--samples", type=int, nargs="+", default=[2, 4], help="K of the K-sample-mean rows; the first is used for +CFG and +self-alignment")
+    ap.add_argument("--steps", type=int, default=2, help="sampling steps (the registry default)")
     ap.add_argument("--guidance", type=float, default=1.0, help="CFG weight of the '+CFG' row")
     ap.add_argument("--finetune-rounds", type=int, default=1, help="self-alignment rounds of the '+SA' row (0: skip)")
+    ap.add_argument("--finetune-intervals", type=int, nargs="+", default=[6])
+    ap.add_argument("--finetune-steps", type=int, default=10, help="sampler steps of the self-alignment pseudo-data")
+    ap.add_argument("--finetune-axes", default="zy", help="axes with a self-alignment row")
+    ap.add_argument("--finetune-lr", type=float, nargs="+", default=[5e-5], help="self-alignment learning rates (one row each)")
     ap.add_argument("--axes", default="zy", help="reconstruction axes: z (XY planes missing), y (XZ planes missing)")
+    ap.add_argument("--y-intervals", type=int, nargs="+", default=[6], help="intervals for the y axis (costly)")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -63,15 +68,17 @@ def main() -> None:
         f"date {datetime.date.today().isoformat()}; machine {platform.machine()}, {os.cpu_count()} CPU cores, no GPU.",
         "",
         f"Command: `python benchmarks/sparse_models.py {args.ground_truth} --sparse3diff {args.sparse3diff} --unet {args.unet} "
-        f"--intervals {' '.join(map(str, args.intervals))} --samples {args.samples} --steps {args.steps}`",
+        f"--intervals {' '.join(map(str, args.intervals))} --samples {' '.join(map(str, args.samples))} --steps {args.steps} "
+        f"--guidance {args.guidance} --finetune-steps {args.finetune_steps} --finetune-axes {args.finetune_axes} --finetune-lr {' '.join(f'{x:g}' for x in args.finetune_lr)}`",
         "",
         "| axis | n | method | PSNR | SSIM | PSNR vs smoothed GT | SSIM vs smoothed GT | s / plane |",
         "|---|---|---|---|---|---|---|---|",
     ]
     s3d = {"weights": args.sparse3diff, "steps": args.steps}
+    k0 = args.samples[0]
     for axis in args.axes:
         data = held if axis == "z" else np.ascontiguousarray(held.transpose(1, 0, 2))
-        for n in args.intervals:
+        for n in (args.intervals if axis == "z" else args.y_intervals):
             sparse = simulate_sparse(data, n)
             n_out = (sparse.shape[0] - 1) * n + 1
             truth = data[:n_out]
@@ -81,25 +88,25 @@ def main() -> None:
                 ("linear + lateral Gaussian (σ=1)", "linear_smooth", {}),
                 ("unet", "unet", {"weights": args.unet}),
                 ("sparse3diff, 1 sample", "sparse3diff", {**s3d, "samples": 1}),
-                (f"sparse3diff, mean of {args.samples}", "sparse3diff", {**s3d, "samples": args.samples}),
-                (f"sparse3diff, mean of {args.samples}, CFG w={args.guidance}", "sparse3diff", {**s3d, "samples": args.samples, "guidance": args.guidance}),
+                *[(f"sparse3diff, mean of {k}", "sparse3diff", {**s3d, "samples": k}) for k in args.samples],
+                (f"sparse3diff, mean of {k0}, CFG w={args.guidance}", "sparse3diff", {**s3d, "samples": k0, "guidance": args.guidance}),
             ]
             for label, method, params in rows:
                 pred, dt = run(method, sparse, n, params)
                 raw, sm = score(pred, truth, smooth, n)
                 lines.append(f"| {axis} | {n} | {label} | {raw['psnr']:.2f} | {raw['ssim']:.4f} | {sm['psnr']:.2f} | {sm['ssim']:.4f} | {dt / len(missing_planes(n_out, n)):.2f} |")
                 print(lines[-1], flush=True)
-            if args.finetune_rounds and axis == "z":
+            for lr in (args.finetune_lr if args.finetune_rounds and axis in args.finetune_axes and n in args.finetune_intervals else []):
                 from napari_voxrecon.models.self_alignment import finetune_to_folder
 
-                folder = Path("benchmarks/out") / f"aligned_n{n}"
+                folder = Path("benchmarks/out") / f"aligned_{axis}{n}_lr{lr:g}"
                 t0 = time.perf_counter()
                 finetune_to_folder(sparse, n, str(folder), args.sparse3diff, overwrite=True, source_name="held-out",
-                                   rounds=args.finetune_rounds, steps=args.steps)
+                                   rounds=args.finetune_rounds, steps=args.finetune_steps, lr=lr)
                 ft = time.perf_counter() - t0
-                pred, dt = run("sparse3diff", sparse, n, {**s3d, "weights": str(folder), "samples": args.samples})
+                pred, dt = run("sparse3diff", sparse, n, {**s3d, "weights": str(folder), "samples": k0})
                 raw, sm = score(pred, truth, smooth, n)
-                lines.append(f"| {axis} | {n} | sparse3diff, mean of {args.samples}, + self-alignment ({ft / 60:.1f} min) | {raw['psnr']:.2f} | {raw['ssim']:.4f} | {sm['psnr']:.2f} | {sm['ssim']:.4f} | {dt / len(missing_planes(n_out, n)):.2f} |")
+                lines.append(f"| {axis} | {n} | sparse3diff, mean of {k0}, + self-alignment ({args.finetune_steps}-step pseudo-data, lr {lr:g}, {args.finetune_rounds} round, {ft / 60:.1f} min) | {raw['psnr']:.2f} | {raw['ssim']:.4f} | {sm['psnr']:.2f} | {sm['ssim']:.4f} | {dt / len(missing_planes(n_out, n)):.2f} |")
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -131,7 +131,7 @@ def sparse3diff_widget(viewer, out_dir: Path, weights: str) -> None:
     recon.task_combo.setCurrentText("sparse")
     recon.method_combo.setCurrentText("sparse3diff")
     recon.device_combo.setCurrentText("auto")
-    recon.set_params(weights=weights, steps=4, samples=2, tile=128)
+    recon.set_params(weights=weights, steps=2, samples=2, tile=128)  # the defaults
     run_to_end(recon, "sparse3diff", timeout=600.0)
     result, uncertainty = recon.outputs["result"], recon.outputs["uncertainty"]
     # Result and uncertainty side by side: hidden layers take no place in napari's grid, so the
