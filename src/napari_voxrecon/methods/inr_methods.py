@@ -15,7 +15,7 @@ import numpy as np
 from ..engine.events import Progress, SliceResult
 from ..engine.registry import Method, Param, register
 
-ITERATIONS = Param("iterations", int, 1500, "fitting iterations at most (stops earlier when the loss stops improving)", min=10, max=100000)
+ITERATIONS = Param("iterations", int, 600, "fitting iterations at most (stops earlier when the loss stops improving)", min=10, max=100000)
 LR = Param("lr", float, 1e-2, "Adam learning rate of the fit", min=1e-5, max=1.0)
 
 

@@ -86,7 +86,7 @@ def _fit(model: GridINR, batch_loss: Callable[[torch.Generator], torch.Tensor], 
             return
 
 
-def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 1000, lr: float = 1e-2, batch: int = 16384,
+def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 600, lr: float = 1e-2, batch: int = 16384,
                seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None
                ) -> Iterator[FitReport | GridINR]:
     """Fit to the acquired planes (M, H, W) (values in about [0, 1]) at z = k*n; yields progress
@@ -110,7 +110,7 @@ def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 1000, lr: float 
     yield model
 
 
-def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 1000, lr: float = 1e-2, batch: int = 4096,
+def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 600, lr: float = 1e-2, batch: int = 4096,
                    seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None
                    ) -> Iterator[FitReport | GridINR]:
     """Fit to M projections (M, H, W), each the mean of n planes (MicroDiffusion eq. 2)."""
