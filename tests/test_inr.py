@@ -42,3 +42,12 @@ def test_inr_is_registered_for_both_tasks_with_its_parameters():
     for task in ("sparse", "projection"):
         names = [p.name for p in get_method(task, "inr").params]
         assert names == ["iterations", "lr"]
+
+
+def test_inr_reports_fit_progress_on_the_plane_scale():
+    from napari_voxrecon.engine import Progress
+
+    sparse = simulate_sparse(_volume(), 4)
+    events = list(Job("sparse", sparse, {"interval": 4, "iterations": 30}, method="inr", device="cpu").run())
+    fit = [e for e in events if isinstance(e, Progress) and "INR" in e.message]
+    assert fit and all(e.total == (sparse.shape[0] - 1) * 4 + 1 and e.done == 0 for e in fit)

@@ -124,6 +124,24 @@ def test_input_list_follows_the_layer_list(viewer):
 
 
 # ---------------------------------------------------------------- Reconstruct: runs
+def test_inr_run_fits_then_streams_planes(viewer, qtbot):
+    """A method that fits before its first plane: the fit's progress shows on the plane scale."""
+    volume = smooth_volume((4, 16, 16), seed=2)
+    viewer.add_image(volume, name="sparse")
+    widget = open_reconstruct(viewer)
+    widget.set_input("sparse")
+    widget.task_combo.setCurrentText("sparse")
+    widget.method_combo.setCurrentText("inr")
+    widget.set_params(interval=3, iterations=40)
+    messages = []
+    widget.progress.valueChanged.connect(lambda v: messages.append((v, widget.progress.maximum())))
+    assert run_and_wait(qtbot, widget) == "done"
+    layer = widget.outputs["result"]
+    np.testing.assert_array_equal(layer.data[::3], volume)
+    assert widget.progress.value() == widget.progress.maximum() == 10
+    assert all(maximum == 10 for _, maximum in messages)
+
+
 def test_linear_run_streams_planes_into_a_layer(viewer, qtbot):
     volume = smooth_volume((5, 16, 12), seed=1)
     viewer.add_image(volume, name="sparse", scale=(2.0, 0.5, 0.5), translate=(1.0, 0.0, 0.0))

@@ -30,7 +30,8 @@ def _fit_events(fitter, volume: np.ndarray, ctx) -> Iterator[Any]:
     for item in fitter(volume, ctx.params["interval"], iterations=ctx.params["iterations"], lr=ctx.params["lr"],
                        seed=ctx.seed, device=ctx.device, check_cancel=ctx.check_cancel):
         if isinstance(item, FitReport):
-            yield Progress(0, 1, f"fitting the INR: iteration {item.iteration}/{item.total}, loss {item.loss:.2e}")
+            # Planes are the job's unit of progress: the fit comes before the first plane.
+            yield Progress(len(ctx.skip), ctx.output_shape[0], f"fitting the INR: iteration {item.iteration}/{item.total}, loss {item.loss:.2e}")
         else:
             model = item
     return model
