@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--intervals", type=int, nargs="+", default=[4, 6, 8])
     ap.add_argument("--samples", type=int, nargs="+", default=[2, 4], help="K of the K-sample-mean rows; the first is used for +CFG and +self-alignment")
     ap.add_argument("--steps", type=int, default=2, help="sampling steps (the registry default)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="network arithmetic of the learned rows")
     ap.add_argument("--guidance", type=float, default=1.0, help="CFG weight of the '+CFG' row")
     ap.add_argument("--finetune-rounds", type=int, default=1, help="self-alignment rounds of the '+SA' row (0: skip)")
     ap.add_argument("--finetune-intervals", type=int, nargs="+", default=[6])
@@ -68,13 +69,13 @@ def main() -> None:
         f"date {datetime.date.today().isoformat()}; machine {platform.machine()}, {os.cpu_count()} CPU cores, no GPU.",
         "",
         f"Command: `python benchmarks/sparse_models.py {args.ground_truth} --sparse3diff {args.sparse3diff} --unet {args.unet} "
-        f"--intervals {' '.join(map(str, args.intervals))} --samples {' '.join(map(str, args.samples))} --steps {args.steps} "
+        f"--intervals {' '.join(map(str, args.intervals))} --samples {' '.join(map(str, args.samples))} --steps {args.steps} --precision {args.precision} "
         f"--guidance {args.guidance} --finetune-steps {args.finetune_steps} --finetune-axes {args.finetune_axes} --finetune-lr {' '.join(f'{x:g}' for x in args.finetune_lr)}`",
         "",
         "| axis | n | method | PSNR | SSIM | PSNR vs smoothed GT | SSIM vs smoothed GT | s / plane |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    s3d = {"weights": args.sparse3diff, "steps": args.steps}
+    s3d = {"weights": args.sparse3diff, "steps": args.steps, "precision": args.precision}
     k0 = args.samples[0]
     for axis in args.axes:
         data = held if axis == "z" else np.ascontiguousarray(held.transpose(1, 0, 2))
@@ -86,7 +87,7 @@ def main() -> None:
             rows = [
                 ("nearest", "nearest", {}), ("linear", "linear", {}), ("cubic", "cubic", {}),
                 ("linear + lateral Gaussian (σ=1)", "linear_smooth", {}),
-                ("unet", "unet", {"weights": args.unet}),
+                ("unet", "unet", {"weights": args.unet, "precision": args.precision}),
                 ("sparse3diff, 1 sample", "sparse3diff", {**s3d, "samples": 1}),
                 *[(f"sparse3diff, mean of {k}", "sparse3diff", {**s3d, "samples": k}) for k in args.samples],
                 (f"sparse3diff, mean of {k0}, CFG w={args.guidance}", "sparse3diff", {**s3d, "samples": k0, "guidance": args.guidance}),

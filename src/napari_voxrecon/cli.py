@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--holdout", type=float, default=0.375, help="fraction of x of each real volume kept out of training")
     p.add_argument("--phantom-fraction", type=float, default=0.5, help="share of windows drawn from phantoms")
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net widths per level")
+    p.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96], help="U-Net widths per level (the shipped weights: 24 48 96)")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long; the learning rate decays to fit")
     p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")

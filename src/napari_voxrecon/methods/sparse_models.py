@@ -90,7 +90,7 @@ def _register() -> None:
             Param("steps", int, 2, "sampling steps (2 scores best on held-out data: docs/benchmarks.md; more steps give sharper, noisier samples)", min=1, max=1000),
             Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
             Param("guidance", float, 0.0, "classifier-free guidance weight w (eq. 5); 0 = conditional model only", min=0.0, max=10.0),
-            Param("samples", int, 2, "K independent samples: their mean is the result (2 by default: +0.1 dB over one sample at twice the time, docs/benchmarks.md), their std the 'uncertainty' output", min=1, max=64),
+            Param("samples", int, 2, "K independent samples: their mean is the result (2 by default: +0.03-0.09 dB over one sample at twice the time, docs/benchmarks.md), their std the 'uncertainty' output", min=1, max=64),
             TILE,
             PRECISION,
         ),

@@ -127,7 +127,7 @@ class SparseModel:
         h, w = first.shape
         x_T = torch.randn((samples, n - 1, h, w), generator=generator, device="cpu").to(dev)
         # On a CPU the K samples run one after the other: a batch of K windows of this size
-        # overflows the caches and ran 25-35 % slower per sample (benchmarks/sparse_speed.py).
+        # overflows the caches and ran 20-33 % slower per sample (benchmarks/sparse_speed.py).
         chunk = 1 if dev.type == "cpu" else samples
         r = torch.cat([self._sample(guide, x_T[i:i + chunk], n, steps=steps, sampler=sampler, guidance=guidance,
                                     generator=generator, should_stop=should_stop, bf16=bf16)

@@ -40,11 +40,14 @@ def build_window_sampler(data: Sequence[str], holdout: float = 0.375, crop: int 
 
 def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: int = 2000, batch_size: int = 8,
                  crop: int = 64, lr: float = 2e-4, holdout: float = 0.375, phantom_fraction: float = 0.5,
-                 channels: Sequence[int] = (16, 32, 64), checkpoint_dir: str | None = None, device: str = "auto",
+                 channels: Sequence[int] = (24, 48, 96), checkpoint_dir: str | None = None, device: str = "auto",
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
                  log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
                  init: str | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
                  phantom_workers: int = 0, p_terminal: float = 0.0) -> Path | None:
+    from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
+    from ..models.sparse_window_net import SparseWindowNet
+
     if method not in ("sparse3diff", "unet"):
         raise ValueError(f"no trainer for {method!r}")
     torch.manual_seed(seed)
@@ -52,23 +55,6 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
         torch.set_num_threads(threads)
     sampler = build_window_sampler(data, holdout, crop, phantom_fraction, phantom_pool=phantom_pool, seed=seed,
                                    phantom_workers=phantom_workers)
-    try:
-        return _train_with(sampler, method, out, steps=steps, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
-                           channels=channels, checkpoint_dir=checkpoint_dir, device=device, threads=threads, seed=seed,
-                           p_uncond=p_uncond, overwrite=overwrite, log=log, should_stop=should_stop, init=init,
-                           max_seconds=max_seconds, p_terminal=p_terminal)
-    finally:
-        sampler.close()
-
-
-def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: int, batch_size: int, crop: int,
-                lr: float, holdout: float, channels: Sequence[int], checkpoint_dir: str | None, device: str,
-                threads: int | None, seed: int, p_uncond: float, overwrite: bool, log: Callable[[str], None],
-                should_stop: Callable[[], bool] | None, init: str | None, max_seconds: float | None,
-                p_terminal: float = 0.0) -> Path | None:
-    from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
-    from ..models.sparse_window_net import SparseWindowNet
-
     net = SparseWindowNet(tuple(channels), diffusion=(method == "sparse3diff"))
     previous_steps, previous_seconds = 0, 0.0
     if init is not None:
@@ -96,7 +82,10 @@ def _train_with(sampler: WindowSampler, method: str, out: str | None, *, steps: 
     def on_log(state, info) -> None:
         log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
 
-    state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
+    try:
+        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
+    finally:
+        sampler.close()  # phantom worker processes, if any
     if out is None:
         return None
     ema.copy_to(net)
