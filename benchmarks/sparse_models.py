@@ -59,6 +59,10 @@ def main() -> None:
     ap.add_argument("--finetune-lr", type=float, nargs="+", default=[5e-5], help="self-alignment learning rates (one row each)")
     ap.add_argument("--axes", default="zy", help="reconstruction axes: z (XY planes missing), y (XZ planes missing)")
     ap.add_argument("--y-intervals", type=int, nargs="+", default=[6], help="intervals for the y axis (costly)")
+    ap.add_argument("--ablation-guided", help="weights of sparse3diff trained for the slice-guidance ablation (same budget as --ablation-unguided)")
+    ap.add_argument("--ablation-unguided", help="weights trained with `voxrecon train sparse3diff --no-slice-guidance`")
+    ap.add_argument("--ablation-steps", type=int, nargs="+", default=[2, 25], help="sampling steps of the unguided rows")
+    ap.add_argument("--only-ablation", action="store_true", help="only the linear row and the ablation rows")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -70,7 +74,9 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/sparse_models.py {args.ground_truth} --sparse3diff {args.sparse3diff} --unet {args.unet} "
         f"--intervals {' '.join(map(str, args.intervals))} --samples {' '.join(map(str, args.samples))} --steps {args.steps} --precision {args.precision} "
-        f"--guidance {args.guidance} --finetune-steps {args.finetune_steps} --finetune-axes {args.finetune_axes} --finetune-lr {' '.join(f'{x:g}' for x in args.finetune_lr)}`",
+        f"--guidance {args.guidance} --finetune-steps {args.finetune_steps} --finetune-axes {args.finetune_axes} --finetune-lr {' '.join(f'{x:g}' for x in args.finetune_lr)}"
+        + (f" --ablation-guided {args.ablation_guided} --ablation-unguided {args.ablation_unguided} --ablation-steps {' '.join(map(str, args.ablation_steps))}"
+           if args.ablation_unguided else "") + (" --only-ablation" if args.only_ablation else "") + f" --axes {args.axes}`",
         "",
         "| axis | n | method | PSNR | SSIM | PSNR vs smoothed GT | SSIM vs smoothed GT | s / plane |",
         "|---|---|---|---|---|---|---|---|",
@@ -92,12 +98,20 @@ def main() -> None:
                 *[(f"sparse3diff, mean of {k}", "sparse3diff", {**s3d, "samples": k}) for k in args.samples],
                 (f"sparse3diff, mean of {k0}, CFG w={args.guidance}", "sparse3diff", {**s3d, "samples": k0, "guidance": args.guidance}),
             ]
+            if args.only_ablation:
+                rows = [("linear", "linear", {})]
+            if args.ablation_guided:
+                rows.append((f"ablation: slice-guided (equal budget), {args.steps} steps, mean of {k0}", "sparse3diff",
+                             {**s3d, "weights": args.ablation_guided, "samples": k0}))
+            if args.ablation_unguided:
+                rows += [(f"ablation: unguided DDPM (no slice guidance, replacement sampling), {st} steps, mean of {k0}", "sparse3diff",
+                          {**s3d, "weights": args.ablation_unguided, "samples": k0, "steps": st}) for st in args.ablation_steps]
             for label, method, params in rows:
                 pred, dt = run(method, sparse, n, params)
                 raw, sm = score(pred, truth, smooth, n)
                 lines.append(f"| {axis} | {n} | {label} | {raw['psnr']:.2f} | {raw['ssim']:.4f} | {sm['psnr']:.2f} | {sm['ssim']:.4f} | {dt / len(missing_planes(n_out, n)):.2f} |")
                 print(lines[-1], flush=True)
-            for lr in (args.finetune_lr if args.finetune_rounds and axis in args.finetune_axes and n in args.finetune_intervals else []):
+            for lr in (args.finetune_lr if args.finetune_rounds and not args.only_ablation and axis in args.finetune_axes and n in args.finetune_intervals else []):
                 from napari_voxrecon.models.self_alignment import finetune_to_folder
 
                 folder = Path("benchmarks/out") / f"aligned_{axis}{n}_lr{lr:g}"

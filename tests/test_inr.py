@@ -41,7 +41,7 @@ def test_projection_inr_keeps_group_means():
 def test_inr_is_registered_for_both_tasks_with_its_parameters():
     for task in ("sparse", "projection"):
         names = [p.name for p in get_method(task, "inr").params]
-        assert names == ["iterations", "lr"]
+        assert names == ["iterations", "lr", "encoding", "neighbour_sigma"]
 
 
 def test_inr_reports_fit_progress_on_the_plane_scale():
@@ -51,3 +51,60 @@ def test_inr_reports_fit_progress_on_the_plane_scale():
     events = list(Job("sparse", sparse, {"interval": 4, "iterations": 30}, method="inr", device="cpu").run())
     fit = [e for e in events if isinstance(e, Progress) and "INR" in e.message]
     assert fit and all(e.total == (sparse.shape[0] - 1) * 4 + 1 and e.done == 0 for e in fit)
+
+
+def test_fourier_inr_and_neighbour_inference_run_and_keep_group_means():
+    gt = _volume()[:, :16, :16]
+    n = 4
+    proj = simulate_projection(gt, n)
+    params = {"interval": n, "iterations": 40, "encoding": "fourier", "neighbour_sigma": 0.2}
+    out = run_job(Job("projection", proj, params, method="inr", device="cpu"))["result"]
+    means = out.reshape(proj.shape[0], n, 16, 16).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(means, proj, rtol=1e-5, atol=1e-3)
+    assert out.min() >= 0  # the consistency correction creates no negative intensity
+
+
+def test_neighbour_weights_match_the_authors_code_for_n6():
+    from napari_voxrecon.models.inr import neighbour_weights
+
+    offsets, q = neighbour_weights(6, 0.2)
+    assert list(offsets) == [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]
+    np.testing.assert_allclose(q, [0.05, 0.15, 0.3, 0.3, 0.15, 0.05], atol=0.02)
+    assert abs(q.sum() - 1) < 1e-12
+
+
+def test_neighbour_inference_of_a_plane_linear_in_z_is_the_plane_itself():
+    import torch
+
+    from napari_voxrecon.models.inr import render_output_plane
+
+    class Ramp(torch.nn.Module):  # intensity = z coordinate: symmetric weights must return it
+        align_corners = False
+
+        def forward(self, coords):
+            return coords[:, 0]
+
+    depth, n = 24, 6
+    for z in (8, 12, 15):
+        plane = render_output_plane(Ramp(), z, depth, 4, 4, n=n, neighbour_sigma=0.2)
+        np.testing.assert_allclose(plane, (2 * z + 1) / depth - 1, atol=1e-6)
+
+
+def test_group_mean_correction_is_exact_nonnegative_and_least_squares():
+    from napari_voxrecon.methods.projection_baselines import enforce_group_means
+
+    rng = np.random.default_rng(0)
+    group = rng.normal(1, 2, (6, 20, 20)).astype(np.float32)
+    proj = np.abs(rng.normal(0.5, 1, (20, 20))).astype(np.float32)
+    out = enforce_group_means(group, proj, 0.0)
+    np.testing.assert_allclose(out.astype(np.float64).mean(axis=0), proj, atol=1e-6)
+    assert out.min() >= 0
+    # KKT of min ||x - g||^2 s.t. mean(x) = p, x >= 0: x = max(g + lambda, 0) with one lambda per pixel
+    free = out > 0
+    lam = np.where(free, out - group, np.nan)
+    spread = np.nanmax(lam, axis=0) - np.nanmin(lam, axis=0)
+    assert np.nanmax(spread) < 1e-5
+    assert np.all(group[~free] + np.nanmax(lam, axis=0)[None].repeat(6, 0)[~free] <= 1e-5)
+    # no floor: a uniform shift
+    shifted = enforce_group_means(group, proj)
+    np.testing.assert_allclose(shifted - group, np.broadcast_to(shifted[0] - group[0], group.shape), atol=1e-5)

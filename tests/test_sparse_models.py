@@ -240,3 +240,46 @@ def test_bf16_precision_stays_close_to_fp32(stack_files, tiny_weights):
     assert np.array_equal(outs["fp32"][::4], sparse) and np.array_equal(outs["bf16"][::4], sparse)
     rel = np.abs(outs["fp32"] - outs["bf16"]).max() / np.ptp(gt)
     assert 0 < rel < 0.02
+
+
+def test_unguided_ablation_noises_acquired_planes_and_samples_by_replacement(stack_files, tmp_path):
+    """The unguided DDPM ablation: trained on whole noised windows, loaded from its config,
+    sampled with the acquired planes substituted; acquired planes still come out bit-exact."""
+    from napari_voxrecon.engine import Job, run_job
+    from napari_voxrecon.models.sparse3diff import SparseDiffusionTrainable
+    from napari_voxrecon.models.sparse_window_net import SparseWindowNet
+
+    net = SparseWindowNet((8, 16))
+    seen = {}
+    real_forward = net.forward
+
+    def spy(state, guide, t, keep):
+        seen["state"], seen["guide"] = state, guide
+        return real_forward(state, guide, t, keep)
+
+    net.forward = spy
+    windows = torch.rand(2, 5, 16, 16) * 2 - 1
+    SparseDiffusionTrainable(net, None, slice_guidance=False).loss(net, windows, torch.Generator().manual_seed(0))
+    assert torch.all(seen["guide"] == 0)  # no clean plane reaches the network
+    assert not torch.allclose(seen["state"][:, 0], windows[:, 0])  # the acquired planes are noised too
+
+    d, _ = stack_files
+    folder = tmp_path / "unguided"
+    assert main(["train", "sparse3diff", "--no-slice-guidance", "--data", str(d / "gt.tif"), "-o", str(folder), "--steps", "2",
+                 "--batch-size", "2", "--crop", "32", "--channels", "8", "16", "--phantom-pool", "2"]) == 0
+    assert json.loads((folder / "config.json").read_text())["slice_guidance"] is False
+    assert "Unguided DDPM ablation" in (folder / "README.md").read_text()
+    sparse = read_volume(d / "sparse.tif").data
+    out = run_job(Job("sparse", sparse, {"interval": 4, "weights": str(folder), "steps": 2, "samples": 1}, method="sparse3diff", device="cpu"))["result"]
+    assert np.array_equal(out[::4], sparse) and np.isfinite(out).all()
+
+
+def test_projection_models_train_from_the_cli_and_mismatches_are_refused(stack_files, tmp_path, capsys):
+    d, _ = stack_files
+    folder = tmp_path / "proj_unet"
+    assert main(["train", "unet", "--task", "projection", "--data", str(d / "gt.tif"), "-o", str(folder), "--steps", "2",
+                 "--batch-size", "2", "--crop", "32", "--channels", "8", "16", "--phantom-pool", "2"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["method"], config["task"]) == ("projection-unet", "projection")
+    assert main(["train", "sparse3diff", "--task", "projection", "-o", str(tmp_path / "x")]) != 0
+    assert "no sparse3diff model for task projection" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def run_reconstruction(
         # Unknown or unreachable weights fail here, before any output is created or replaced.
         from .weights import resolve_weights
 
-        resolve_weights(job.params.get("weights"), job.method, progress=not quiet)
+        resolve_weights(job.params.get("weights"), job.method_spec.weights_method, progress=not quiet)
     sinks, done = open_file_sinks(output_path, job, overwrite=overwrite)
     if done:
         _say(f"resuming {output_path}: {len(done)} of {job.output_shape[0]} planes already done", quiet)
@@ -236,6 +236,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.train_sparse import export_checkpoint, train_sparse
 
+    if args.export_only and (args.task == "projection" or args.model == "microdiffusion"):
+        raise VoxreconError("--export-only is for the sparse models; a projection run writes its weights when it ends (--max-minutes).")
     if args.export_only:
         if not (args.checkpoint_dir and args.output):
             raise VoxreconError("--export-only needs --checkpoint-dir and --output.")
@@ -247,13 +249,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("give -o/--output (where the weights go) or --checkpoint-dir, or the training is lost.")
     if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.overwrite:
         raise VoxreconError(f"{args.output} exists and is not empty; pass --overwrite or choose another folder (checked before training).")
+    task = args.task or ("projection" if args.model == "microdiffusion" else "sparse")
+    if args.model not in {"sparse": ("sparse3diff", "unet"), "projection": ("unet", "microdiffusion")}[task]:
+        raise VoxreconError(f"there is no {args.model} model for task {task}: sparse has sparse3diff and unet, projection has microdiffusion and unet.")
+    if task == "projection":
+        from .training.train_projection import train_projection
+
+        if args.init or args.no_slice_guidance or args.p_terminal:
+            raise VoxreconError("--init, --no-slice-guidance and --p-terminal apply to the sparse models only.")
+        folder = train_projection(
+            args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+            holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
+            checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
+            overwrite=args.overwrite, log=lambda m: print(m, flush=True),
+            max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
+            phantom_workers=args.phantom_workers)
+        if folder is not None:
+            print(f"wrote weights to {folder}")
+        return 0
     folder = train_sparse(
         args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
         holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
         overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal,
+        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal, slice_guidance=not args.no_slice_guidance,
     )
     if folder is not None:
         print(f"wrote weights to {folder}")
@@ -387,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # train
     p = sub.add_parser("train", help="train a model from volumes (TIFF/zarr) and procedural phantoms")
-    p.add_argument("model", choices=["sparse3diff", "unet"], help="the model to train (task sparse)")
+    p.add_argument("model", choices=["sparse3diff", "unet", "microdiffusion"], help="the model to train")
+    p.add_argument("--task", choices=["sparse", "projection"], help="task of the model (default: sparse; microdiffusion: projection)")
     p.add_argument("--data", nargs="*", default=[], help="real training volumes; the last --holdout fraction of x is kept out")
     p.add_argument("-o", "--output", help="folder for the trained weights (safetensors + config.json + card)")
     p.add_argument("--steps", type=int, default=2000)
@@ -404,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes rendering phantoms in the background (for GPUs; the run is then not bit-reproducible)")
     p.add_argument("--p-terminal", type=float, default=0.0,
                    help="sparse3diff: share of windows trained at t=1 (pure noise), where every sampler starts")
+    p.add_argument("--no-slice-guidance", action="store_true",
+                   help="sparse3diff: train the unguided DDPM ablation (whole windows noised; a benchmark baseline)")
     p.add_argument("--init", help="start from these weights (default, a folder or a Hub id) instead of random")
     p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")

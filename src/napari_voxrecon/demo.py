@@ -39,7 +39,7 @@ def pick_demo_method() -> str:
             continue
         if methods[name].uses_weights:
             try:
-                default_weights(name)
+                default_weights(methods[name].weights_method)
             except VoxreconError:
                 continue
         return name

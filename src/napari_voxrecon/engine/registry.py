@@ -82,6 +82,13 @@ class Method:
     uses_weights: bool = False
     uses_torch: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The ``method`` field its weights carry, when it differs from ``name`` (two tasks may
+    #: each have a method called ``unet``; their weights must not be mistaken for each other).
+    weights_name: str = ""
+
+    @property
+    def weights_method(self) -> str:
+        return self.weights_name or self.name
 
 
     def outputs_for(self, params: dict[str, Any]) -> tuple[str, ...]:

@@ -16,7 +16,11 @@ from ..engine.events import Progress, SliceResult
 from ..engine.registry import Method, Param, register
 
 ITERATIONS = Param("iterations", int, 600, "fitting iterations at most (stops earlier when the loss stops improving)", min=10, max=100000)
-LR = Param("lr", float, 1e-2, "Adam learning rate of the fit", min=1e-5, max=1.0)
+LR = Param("lr", float, 0.0, "Adam learning rate of the fit; 0 = the encoding's own (1e-2 grid, 1e-3 fourier)", min=0.0, max=1.0)
+ENCODING = Param("encoding", str, "grid", "INR representation: grid (feature grids + small MLP, fast) or fourier (the paper's Fourier-feature MLP, slow)",
+                 choices=("grid", "fourier"))
+NEIGHBOUR = Param("neighbour_sigma", float, 0.0, "neighbouring-based inference (MicroDiffusion eq. 3): Gaussian width in group units; 0 renders each plane alone",
+                  min=0.0, max=2.0)
 
 
 def _fit_events(fitter, volume: np.ndarray, ctx) -> Iterator[Any]:
@@ -27,8 +31,9 @@ def _fit_events(fitter, volume: np.ndarray, ctx) -> Iterator[Any]:
 
     torch.manual_seed(ctx.seed)
     model = None
-    for item in fitter(volume, ctx.params["interval"], iterations=ctx.params["iterations"], lr=ctx.params["lr"],
-                       seed=ctx.seed, device=ctx.device, check_cancel=ctx.check_cancel):
+    for item in fitter(volume, ctx.params["interval"], iterations=ctx.params["iterations"], lr=ctx.params.get("lr", 0.0),
+                       seed=ctx.seed, device=ctx.device, check_cancel=ctx.check_cancel,
+                       encoding=ctx.params.get("encoding", "grid")):
         if isinstance(item, FitReport):
             # Planes are the job's unit of progress: the fit comes before the first plane.
             yield Progress(len(ctx.skip), ctx.output_shape[0], f"fitting the INR: iteration {item.iteration}/{item.total}, loss {item.loss:.2e}")
@@ -38,7 +43,7 @@ def _fit_events(fitter, volume: np.ndarray, ctx) -> Iterator[Any]:
 
 
 def _run_sparse(ctx) -> Iterator[Any]:
-    from ..models.inr import fit_sparse, plane_z, render_plane
+    from ..models.inr import fit_sparse, render_output_plane
     from ..normalize import denormalize, normalize, percentile_range
 
     vol, n = ctx.volume, ctx.params["interval"]
@@ -52,26 +57,29 @@ def _run_sparse(ctx) -> Iterator[Any]:
         if z % n == 0:
             yield SliceResult(z, vol[z // n].copy())  # acquired: bit-exact
         else:
-            yield SliceResult(z, denormalize(render_plane(model, plane_z(model, z, depth), h, w), lo, hi))
+            plane = render_output_plane(model, z, depth, h, w, n=n, neighbour_sigma=ctx.params["neighbour_sigma"])
+            yield SliceResult(z, denormalize(plane, lo, hi))
         ctx.check_cancel()
 
 
 def _run_projection(ctx) -> Iterator[Any]:
-    from ..models.inr import fit_projection, plane_z, render_plane
+    from ..models.inr import fit_projection, render_output_plane
     from ..normalize import denormalize, normalize, percentile_range
-    from .projection_baselines import enforce_group_means
+    from .projection_baselines import enforce_group_means, measurement_floor
 
     proj, n = ctx.volume, ctx.params["interval"]
     lo, hi = percentile_range(proj)
     model = yield from _fit_events(fit_projection, normalize(proj, lo, hi), ctx)
     m, h, w = proj.shape
     depth = m * n
+    floor = measurement_floor(proj)
     for k in range(m):
         planes = range(k * n, (k + 1) * n)
         if all(z in ctx.skip for z in planes):
             continue
-        group = np.stack([denormalize(render_plane(model, plane_z(model, z, depth), h, w), lo, hi) for z in planes])
-        group = enforce_group_means(group, proj[k])
+        group = np.stack([denormalize(render_output_plane(model, z, depth, h, w, n=n, neighbour_sigma=ctx.params["neighbour_sigma"]), lo, hi)
+                          for z in planes])
+        group = enforce_group_means(group, proj[k], floor)
         for i, z in enumerate(planes):
             if z not in ctx.skip:
                 yield SliceResult(z, group[i])
@@ -79,6 +87,6 @@ def _run_projection(ctx) -> Iterator[Any]:
 
 
 register(Method("sparse", "inr", "implicit neural representation (feature grids + MLP) fitted to the acquired planes",
-                _run_sparse, params=(ITERATIONS, LR), uses_torch=True))
+                _run_sparse, params=(ITERATIONS, LR, ENCODING, NEIGHBOUR), uses_torch=True))
 register(Method("projection", "inr", "implicit neural representation fitted to the projections (MicroDiffusion eq. 2), group means kept",
-                _run_projection, params=(ITERATIONS, LR), uses_torch=True))
+                _run_projection, params=(ITERATIONS, LR, ENCODING, NEIGHBOUR), uses_torch=True))

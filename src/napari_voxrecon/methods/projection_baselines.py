@@ -3,8 +3,9 @@
 Projection k is the mean of planes k*n .. k*n+n-1, so it is placed at their centre
 c_k = k*n + (n-1)/2. The sequence of projections is interpolated along z (linear or cubic; the
 half group beyond the first and last centre is extrapolated from the end segment, so a linear
-ramp is recovered exactly) and each group is then shifted so that its mean equals its projection
-exactly: the result is consistent with the measurement.
+ramp is recovered exactly) and each group is then corrected so that its mean equals its projection
+exactly (the least-squares correction that creates no negative intensity): the result is
+consistent with the measurement.
 """
 
 from __future__ import annotations
@@ -17,17 +18,49 @@ from ..engine.events import SliceResult
 from ..engine.registry import Method, register
 
 
-def enforce_group_means(group: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Shift the n planes of a group so their mean equals the measured projection."""
-    group = group.astype(np.float64)
-    group += projection.astype(np.float64) - group.mean(axis=0)
-    return group.astype(np.float32)
+def measurement_floor(projections: np.ndarray) -> float:
+    """The lowest value a reconstruction may take: 0, or the lowest measured value if the data
+    are offset below zero (background-subtracted stacks)."""
+    return float(min(0.0, np.nanmin(projections)))
+
+
+def enforce_group_means(group: np.ndarray, projection: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """The nearest group (least squares, per pixel) whose n planes average to the projection.
+
+    ``floor=None``: a uniform shift of the n values. With a ``floor`` (e.g. 0, so that no negative
+    intensity is created) it is the Euclidean projection onto {mean = p, values >= floor}: values
+    are shifted by a common lambda and clipped at the floor, lambda chosen so the mean is exact
+    (the simplex projection of Held et al.; sort, then a closed form per active count). Where the
+    projection itself is below the floor, all n planes take its value.
+    """
+    g = group.astype(np.float64)
+    p = projection.astype(np.float64)
+    if floor is None:
+        return (g + (p - g.mean(axis=0))).astype(np.float32)
+    n = g.shape[0]
+    f = np.minimum(floor, p)  # (H, W)
+    shift = p - g.mean(axis=0)
+    out = g + shift
+    need = (out < f).any(axis=0)
+    if need.any():
+        gs = -np.sort(-g[:, need], axis=0)  # descending, (n, K)
+        fk, pk = f[need], p[need]
+        j = np.arange(1, n + 1)[:, None]
+        # lambda_j keeps the top j values free and the others at the floor: j*lam + sum_top_j = n p - (n-j) f
+        lam = (n * pk - (n - j) * fk - np.cumsum(gs, axis=0)) / j
+        valid = gs + lam > fk  # the j-th largest stays above the floor
+        # largest valid j (as an index); none valid only where p <= floor: then all planes = p
+        jstar = np.where(valid.any(axis=0), n - 1 - np.argmax(valid[::-1], axis=0), 0)
+        lam_star = lam[jstar, np.arange(gs.shape[1])]
+        out[:, need] = np.maximum(g[:, need] + lam_star, fk)
+    return out.astype(np.float32)
 
 
 def _run(ctx, order: int) -> Iterator[SliceResult]:
     n = ctx.params["interval"]
     proj = ctx.volume
     m = proj.shape[0]
+    floor = measurement_floor(proj)
     centres = np.arange(m, dtype=np.float64) * n + (n - 1) / 2
     spline = None
     if order == 3 and m >= 2:
@@ -49,7 +82,7 @@ def _run(ctx, order: int) -> Iterator[SliceResult]:
                 j = int(np.clip(np.searchsorted(centres, c, side="right") - 1, 0, m - 2))
                 t = (c - centres[j]) / n
                 group[i] = (1 - t) * proj[j] + t * proj[j + 1]
-        group = enforce_group_means(group, proj[k])
+        group = enforce_group_means(group, proj[k], floor)
         for i, z in enumerate(planes):
             if z not in ctx.skip:
                 yield SliceResult(z, group[i])

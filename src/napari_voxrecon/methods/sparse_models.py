@@ -27,7 +27,8 @@ def _build(state: dict, config: dict, device: str) -> Any:
     net.load_state_dict(state)
     net.eval().to(device)
     sched = config.get("schedule", {"kind": "cosine", "zero_terminal_snr": True})
-    return SparseModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]), device)
+    return SparseModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]),
+                       device, slice_guidance=bool(config.get("slice_guidance", True)))
 
 
 def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:

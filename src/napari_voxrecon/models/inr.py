@@ -11,6 +11,11 @@ early stopping, which takes seconds to a minute on a CPU.
 Along z the grids have one node per measurement (acquired plane or projection group), so the
 INR decides how to pass between measurements: the MLP decodes interpolated features, which
 makes the interpolation nonlinear and shared across the volume.
+
+``encoding="fourier"`` is the paper's representation, kept for comparison (as in the authors'
+code: 256 frozen Gaussian Fourier features of scale 4, an 8-layer width-64 ReLU MLP with a skip).
+``neighbour_sigma`` > 0 renders each plane as the Gaussian-weighted mean of the INR over the n
+positions of a group width centred on it (paper eq. 3, "neighbouring-based inference").
 """
 
 from __future__ import annotations
@@ -44,6 +49,47 @@ class GridINR(nn.Module):
         feats = [F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=self.align_corners)
                  .view(grid.shape[1], p).t() for grid in self.grids]
         return self.mlp(torch.cat(feats, dim=1)).squeeze(-1)
+
+
+class FourierINR(nn.Module):
+    """The MicroDiffusion paper's INR: Gaussian Fourier features (frozen) + a deep ReLU MLP."""
+
+    def __init__(self, frequencies: int = 256, scale: float = 4.0, hidden: int = 64, layers: int = 8,
+                 align_corners: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.align_corners = align_corners
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", scale * torch.randn(3, frequencies, generator=gen))
+        feats = 2 * frequencies
+        self.skip = layers // 2
+        dims = [feats] + [hidden] * (layers - 1)
+        self.linears = nn.ModuleList(
+            nn.Linear(d + (feats if i == self.skip else 0), hidden) for i, d in enumerate(dims))
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        proj = 2 * np.pi * coords @ self.B
+        enc = torch.cat([torch.sin(proj), torch.cos(proj)], dim=1)
+        h = enc
+        for i, lin in enumerate(self.linears):
+            if i == self.skip:
+                h = torch.cat([h, enc], dim=1)
+            h = torch.relu(lin(h))
+        return self.out(h).squeeze(-1)
+
+
+ENCODINGS = ("grid", "fourier")
+#: Adam learning rates that fit each representation well (the grid's features are its own
+#: parameters and take large steps; the deep MLP needs the usual 1e-3).
+DEFAULT_LR = {"grid": 1e-2, "fourier": 1e-3}
+
+
+def make_inr(encoding: str, z_nodes: int, height: int, width: int, align_corners: bool, seed: int) -> nn.Module:
+    if encoding == "grid":
+        return GridINR(z_nodes, height, width, align_corners=align_corners)
+    if encoding == "fourier":
+        return FourierINR(align_corners=align_corners, seed=seed)
+    raise ValueError(f"unknown INR encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
 @dataclass
@@ -86,9 +132,9 @@ def _fit(model: GridINR, batch_loss: Callable[[torch.Generator], torch.Tensor], 
             return
 
 
-def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 600, lr: float = 1e-2, batch: int = 16384,
-               seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None
-               ) -> Iterator[FitReport | GridINR]:
+def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 600, lr: float | None = None, batch: int = 16384,
+               seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None,
+               encoding: str = "grid") -> Iterator[FitReport | nn.Module]:
     """Fit to the acquired planes (M, H, W) (values in about [0, 1]) at z = k*n; yields progress
     reports, then the fitted model."""
     dev = torch.device(device)
@@ -96,7 +142,7 @@ def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 600, lr: float =
     batch = min(batch, m * h * w)  # no point drawing more samples than there are measurements
     target = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).to(dev)
     # z nodes at the acquired planes: with align_corners=True node k sits at k*n of the output.
-    model = GridINR(m, h, w).to(dev)
+    model = make_inr(encoding, m, h, w, True, seed).to(dev)
     zs, ys, xs = _axis(m, dev), _axis(h, dev), _axis(w, dev)
 
     def batch_loss(gen: torch.Generator) -> torch.Tensor:
@@ -106,13 +152,13 @@ def fit_sparse(planes: np.ndarray, n: int, *, iterations: int = 600, lr: float =
         pred = model(torch.stack([zs[k], ys[y], xs[x]], dim=1))
         return F.mse_loss(pred, target[k, y, x])
 
-    yield from _fit(model, batch_loss, iterations, lr, seed, check_cancel=check_cancel)
+    yield from _fit(model, batch_loss, iterations, lr or DEFAULT_LR[encoding], seed, check_cancel=check_cancel)
     yield model
 
 
-def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 600, lr: float = 1e-2, batch: int = 4096,
-                   seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None
-                   ) -> Iterator[FitReport | GridINR]:
+def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 600, lr: float | None = None, batch: int = 4096,
+                   seed: int = 0, device: str = "cpu", check_cancel: Callable[[], None] | None = None,
+                   encoding: str = "grid") -> Iterator[FitReport | nn.Module]:
     """Fit to M projections (M, H, W), each the mean of n planes (MicroDiffusion eq. 2)."""
     dev = torch.device(device)
     m, h, w = projections.shape
@@ -120,7 +166,7 @@ def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 600, lr
     depth = m * n
     target = torch.from_numpy(np.ascontiguousarray(projections, dtype=np.float32)).to(dev)
     # align_corners=False: z node k sits at the centre of group k (planes k*n .. k*n+n-1).
-    model = GridINR(m, h, w, align_corners=False).to(dev)
+    model = make_inr(encoding, m, h, w, False, seed).to(dev)
     zs = _axis(depth, dev, align_corners=False)
     ys, xs = _axis(h, dev, False), _axis(w, dev, False)
     offsets = torch.arange(n, device=dev)
@@ -134,19 +180,46 @@ def fit_projection(projections: np.ndarray, n: int, *, iterations: int = 600, lr
         pred = model(coords).view(batch, n).mean(dim=1)  # eq. (2): the group's mean
         return F.mse_loss(pred, target[k, y, x])
 
-    yield from _fit(model, batch_loss, iterations, lr, seed, check_cancel=check_cancel)
+    yield from _fit(model, batch_loss, iterations, lr or DEFAULT_LR[encoding], seed, check_cancel=check_cancel)
     yield model
 
 
-def plane_z(model: GridINR, z: int, depth: int) -> float:
-    """Normalised depth of output plane ``z`` of ``depth`` in the model's convention."""
-    return float(_axis(depth, "cpu", model.align_corners)[z])
+def plane_z(model: nn.Module, z: float, depth: int) -> float:
+    """Normalised depth of output plane ``z`` (fractional allowed) of ``depth`` in the model's convention."""
+    if not model.align_corners:
+        return (2 * z + 1) / depth - 1
+    return 2 * z / (depth - 1) - 1 if depth > 1 else 0.0
+
+
+def neighbour_weights(n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paper eq. (3): plane offsets of a group width centred on a plane and their Gaussian weights.
+
+    Offset k of n is (k - (n+1)/2) planes; its weight exp(-(u_k)^2 / 2 sigma^2) with u_k the
+    offset in group widths (the paper's k/n - 0.5, centred). sigma 0.2 gives the authors' code's
+    weights for n = 6 ([0.05, 0.15, 0.3, 0.3, 0.15, 0.05]) to within 0.02. Normalised to sum 1.
+    """
+    offsets = np.arange(1, n + 1) - (n + 1) / 2
+    q = np.exp(-((offsets / n) ** 2) / (2 * sigma ** 2))
+    return offsets, q / q.sum()
+
+
+def render_output_plane(model: nn.Module, z: int, depth: int, height: int, width: int, *, n: int = 1,
+                        neighbour_sigma: float = 0.0) -> np.ndarray:
+    """Output plane ``z`` of ``depth``, optionally by neighbouring-based inference (eq. 3)."""
+    if neighbour_sigma <= 0 or n < 2:
+        return render_plane(model, plane_z(model, z, depth), height, width)
+    offsets, q = neighbour_weights(n, neighbour_sigma)
+    out = np.zeros((height, width), np.float32)
+    for d, wk in zip(offsets, q):
+        zz = min(max(z + d, 0.0), depth - 1.0)  # clamp at the stack's ends (no extrapolation)
+        out += wk * render_plane(model, plane_z(model, zz, depth), height, width)
+    return out
 
 
 @torch.no_grad()
-def render_plane(model: GridINR, z: float, height: int, width: int, rows_per_call: int = 64) -> np.ndarray:
+def render_plane(model: nn.Module, z: float, height: int, width: int, rows_per_call: int = 64) -> np.ndarray:
     """One output plane at normalised depth ``z`` (H, W)."""
-    dev = next(model.parameters()).device
+    dev = next(iter(model.parameters()), torch.empty(0)).device
     ys, xs = _axis(height, dev, model.align_corners), _axis(width, dev, model.align_corners)
     out = np.empty((height, width), np.float32)
     for y0 in range(0, height, rows_per_call):

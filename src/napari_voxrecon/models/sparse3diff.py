@@ -9,6 +9,12 @@ sampling can combine conditional and unconditional predictions with weight w (eq
 
 The deterministic ``unet`` baseline shares the network and data: it regresses the same scaled
 residual directly (MSE), which is also the posterior mean a diffusion sample average estimates.
+
+``slice_guidance=False`` is the "unguided DDPM" ablation of the benchmarks (the paper's DDPM
+row): a plain diffusion model of whole windows of n+1 planes in [-1, 1] units, every plane
+noised, no clean acquired planes and no interpolation given to the network. At sampling the
+acquired planes can only enter the usual way for an unconditional model, by replacement: they
+are noised to the current level and substituted into the state before every network call.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class SparseDiffusionTrainable:
     #: evaluates the network there, and with zero terminal SNR its prediction at t = 1 is the
     #: posterior-mean estimate that few-step samples and K-sample means build on.
     p_terminal: float = 0.0
+    #: False: the unguided ablation (see the module docstring).
+    slice_guidance: bool = True
 
     def sample_batch(self, rng: np.random.Generator, step: int) -> torch.Tensor:
         if self.refresh_every and step % self.refresh_every == 0:
@@ -62,13 +70,17 @@ class SparseDiffusionTrainable:
         device = next(network.parameters()).device
         windows = windows.to(device)
         b = windows.shape[0]
-        guide, r0 = _scaled_residual(windows, self.residual_scale)
+        if self.slice_guidance:
+            guide, r0 = _scaled_residual(windows, self.residual_scale)
+        else:  # whole windows diffused, the network sees no clean plane
+            guide, r0 = torch.zeros_like(windows), windows
         t = torch.rand(b, generator=generator)
         if self.p_terminal:
             t = torch.where(torch.rand(b, generator=generator) < self.p_terminal, torch.ones_like(t), t)
         t = t.to(device)
         eps = torch.randn(r0.shape, generator=generator).to(device)
-        eps[:, 0] = eps[:, -1] = 0  # acquired planes are never noised
+        if self.slice_guidance:
+            eps[:, 0] = eps[:, -1] = 0  # acquired planes are never noised
         alpha, sigma = self.schedule.alpha_sigma(t)
         alpha, sigma = alpha.view(b, 1, 1, 1).to(device), sigma.view(b, 1, 1, 1).to(device)
         x_t = q_sample(r0, eps, alpha, sigma)
@@ -76,7 +88,8 @@ class SparseDiffusionTrainable:
         v_pred = network(x_t, guide, t, keep)
         err = (v_pred - v_target(r0, eps, alpha, sigma)) ** 2
         if loss_planes is None:
-            return err[:, 1:-1].mean()  # eq. (4) on the intermediate planes
+            # eq. (4) on the intermediate planes; the unguided model learns whole windows
+            return err[:, 1:-1].mean() if self.slice_guidance else err.mean()
         return err[:, loss_planes].mean()
 
 
@@ -102,6 +115,7 @@ class SparseModel:
     residual_scale: float = RESIDUAL_SCALE
     schedule: VPSchedule = field(default_factory=lambda: VPSchedule("cosine", zero_terminal_snr=True))
     device: str = "cpu"
+    slice_guidance: bool = True
 
     @property
     def is_diffusion(self) -> bool:
@@ -126,6 +140,12 @@ class SparseModel:
             return guide[0, 1:-1] + out[0, 1:-1] / self.residual_scale, None
         h, w = first.shape
         x_T = torch.randn((samples, n - 1, h, w), generator=generator, device="cpu").to(dev)
+        if not self.slice_guidance:
+            ends = torch.randn((samples, 2, h, w), generator=generator, device="cpu").to(dev)
+            planes = torch.cat([self._sample_unguided(guide[0, [0, -1]], x_T[i:i + 1], ends[i:i + 1], n, steps=steps,
+                                                      sampler=sampler, guidance=guidance, generator=generator,
+                                                      should_stop=should_stop, bf16=bf16) for i in range(samples)])
+            return planes.mean(0), (planes.std(0) if samples > 1 else None)
         # On a CPU the K samples run one after the other: a batch of K windows of this size
         # overflows the caches and ran 20-33 % slower per sample (benchmarks/sparse_speed.py).
         chunk = 1 if dev.type == "cpu" else samples
@@ -153,6 +173,33 @@ class SparseModel:
                 else:  # eq. (5): one batched call for the conditional and the unconditional branch
                     keep = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(k, dtype=torch.bool, device=dev)])
                     both = net(full.repeat(2, 1, 1, 1), guide_k.repeat(2, 1, 1, 1), tb.repeat(2), keep).float()
+                    v = cfg_combine(both[:k], both[k:], guidance)
+            return v[:, 1:-1]
+
+        denoise = make_v_denoiser(v_model, self.schedule)
+        return sample(sampler, denoise, self.schedule, x_T, n_steps=steps, generator=generator, should_stop=should_stop)
+
+    def _sample_unguided(self, acquired: torch.Tensor, x_T: torch.Tensor, ends_noise: torch.Tensor, n: int, *,
+                         steps: int, sampler: str, guidance: float, generator: torch.Generator | None,
+                         should_stop: Callable[[], bool] | None, bf16: bool = False) -> torch.Tensor:
+        """The unguided ablation: replacement sampling (acquired planes noised to level t, fixed noise)."""
+        net = self.network
+        dev = x_T.device
+        k, _, h, w = x_T.shape
+        zeros = torch.zeros(k, n + 1, h, w, device=dev)
+
+        def v_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            tb = t.reshape(-1)[:1].expand(k).to(dev, torch.float32)
+            alpha, sigma = self.schedule.alpha_sigma(tb)
+            alpha, sigma = alpha.view(k, 1, 1, 1).to(dev), sigma.view(k, 1, 1, 1).to(dev)
+            full = torch.cat([q_sample(acquired[None, :1], ends_noise[:, :1], alpha, sigma), x,
+                              q_sample(acquired[None, 1:], ends_noise[:, 1:], alpha, sigma)], dim=1)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                if guidance == 0:
+                    v = net(full, zeros, tb, torch.ones(k, dtype=torch.bool, device=dev)).float()
+                else:
+                    keep = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(k, dtype=torch.bool, device=dev)])
+                    both = net(full.repeat(2, 1, 1, 1), zeros.repeat(2, 1, 1, 1), tb.repeat(2), keep).float()
                     v = cfg_combine(both[:k], both[k:], guidance)
             return v[:, 1:-1]
 

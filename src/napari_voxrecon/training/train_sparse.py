@@ -44,12 +44,14 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
                  threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, overwrite: bool = False,
                  log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
                  init: str | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
-                 phantom_workers: int = 0, p_terminal: float = 0.0) -> Path | None:
+                 phantom_workers: int = 0, p_terminal: float = 0.0, slice_guidance: bool = True) -> Path | None:
     from ..models.sparse3diff import SparseDiffusionTrainable, SparseRegressionTrainable
     from ..models.sparse_window_net import SparseWindowNet
 
     if method not in ("sparse3diff", "unet"):
         raise ValueError(f"no trainer for {method!r}")
+    if not slice_guidance and method != "sparse3diff":
+        raise ValueError("slice_guidance=False (the unguided DDPM ablation) applies to sparse3diff only")
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
@@ -70,10 +72,10 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
         previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
         log(f"initialised from {folder} ({previous_steps} steps)")
     cls = SparseDiffusionTrainable if method == "sparse3diff" else SparseRegressionTrainable
-    trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond, p_terminal=p_terminal)
+    trainable = cls(net, sampler, batch_size=batch_size, p_uncond=p_uncond, p_terminal=p_terminal, slice_guidance=slice_guidance)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       checkpoint_dir=checkpoint_dir, threads=threads, max_seconds=max_seconds,
-                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "p_terminal": p_terminal, "intervals": list(sampler.intervals),
+                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond, "p_terminal": p_terminal, "slice_guidance": slice_guidance, "intervals": list(sampler.intervals),
                              "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction})
     n_params = sum(p.numel() for p in net.parameters())
     log(f"training {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
@@ -91,7 +93,8 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     ema.copy_to(net)
     info = {"steps": previous_steps + state.step, "seconds": previous_seconds + state.seconds, "windows_per_s": state.samples_per_s,
             "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
-            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals), "p_terminal": p_terminal}
+            "phantom_fraction": sampler.phantom_fraction, "intervals": list(sampler.intervals), "p_terminal": p_terminal,
+            "slice_guidance": slice_guidance}
     return _save(method, net, out, info, batch_size, crop, lr, p_uncond, holdout, overwrite)
 
 
@@ -101,16 +104,19 @@ def _machine(device: torch.device) -> str:
 
 
 def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr: float, p_uncond: float,
-          holdout: float, overwrite: bool) -> Path:
+          holdout: float, overwrite: bool, task: str = "sparse", residual_scale: float | None = None,
+          windows: str = "n+1 planes") -> Path:
+    """Save EMA weights with config.json and a model card (every trained model of the package)."""
     from ..models.sparse3diff import RESIDUAL_SCALE
     from ..weights import save_weights
 
     config = {
         "method": method,
-        "task": "sparse",
+        "task": task,
         "architecture": net.config,
-        "residual_scale": RESIDUAL_SCALE,
+        "residual_scale": RESIDUAL_SCALE if residual_scale is None else residual_scale,
         "schedule": {"kind": "cosine", "zero_terminal_snr": True},
+        "slice_guidance": info.get("slice_guidance", True),
         "training": {
             "steps": info["steps"], "batch_size": batch_size, "crop": crop, "lr": lr, "p_uncond": p_uncond,
             "p_terminal": info.get("p_terminal", 0.0),
@@ -121,8 +127,11 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
             "date": datetime.date.today().isoformat(), "machine": _machine(next(net.parameters()).device),
         },
     }
-    card = (f"# {method} weights (task `sparse`)\n\nEMA weights after {info['steps']} steps of "
-            f"{batch_size} windows ({crop}x{crop} crops) of n+1 planes, n in {info['intervals']}.\n\n"
+    ablation = ("" if info.get("slice_guidance", True) else
+                "**Unguided DDPM ablation** (no slice guidance: whole windows diffused, acquired planes enter "
+                "only by replacement at sampling). A benchmark baseline, not a model to use.\n\n")
+    card = (f"# {method} weights (task `{task}`)\n\n{ablation}EMA weights after {info['steps']} steps of "
+            f"{batch_size} windows ({crop}x{crop} crops) of {windows}, n in {info['intervals']}.\n\n"
             f"Training data: procedural phantoms (tubes, nuclei, membranes, puncta, mixed) and "
             f"{', '.join(info['real_volumes']) or 'no real volumes'} "
             f"(last {holdout:.0%} of x held out).\n\nScores: see docs/benchmarks.md.\n")
@@ -150,6 +159,6 @@ def export_checkpoint(method: str, checkpoint_dir: str, out: str, *, overwrite: 
             "windows_per_s": meta["step"] * cfg["batch_size"] / seconds if seconds else 0.0,
             "losses": meta.get("losses", []), "real_volumes": extra.get("real_volumes", []),
             "phantom_fraction": extra.get("phantom_fraction"), "intervals": extra.get("intervals", []),
-            "p_terminal": extra.get("p_terminal", 0.0)}
+            "p_terminal": extra.get("p_terminal", 0.0), "slice_guidance": extra.get("slice_guidance", True)}
     return _save(method, net, out, info, cfg["batch_size"], extra.get("crop", 0), cfg["lr"], extra.get("p_uncond", 0.15),
                  extra.get("holdout", 0.0), overwrite)

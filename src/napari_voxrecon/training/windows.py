@@ -110,30 +110,36 @@ class WindowSampler:
 
     def _pick_volume(self, rng: np.random.Generator, n: int) -> tuple[TrainingVolume, int]:
         use_phantom = self._phantoms and (not self.volumes or rng.random() < self.phantom_fraction)
-        pool = self._phantoms if use_phantom else self.volumes
-        for _ in range(100):
-            vol = pool[int(rng.integers(len(pool)))]
-            axis = int(rng.choice(vol.axes))
-            if vol.data.shape[axis] > n and min(s for i, s in enumerate(vol.data.shape) if i != axis) >= self.crop:
-                return vol, axis
+        pools = [self._phantoms, self.volumes] if use_phantom else [self.volumes, self._phantoms]
+        for pool in pools:  # the other kind of data when none of this kind is large enough
+            fits = [(vol, axis) for vol in pool for axis in vol.axes
+                    if vol.data.shape[axis] > n and min(s for i, s in enumerate(vol.data.shape) if i != axis) >= self.crop]
+            if fits:
+                return fits[int(rng.integers(len(fits)))]
         raise ValueError(f"no training volume is large enough for windows of {n + 1} planes and {self.crop}-pixel crops")
 
-    def window(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """One augmented window (n+1, crop, crop), float32 in about [-1, 1]."""
+    def window(self, rng: np.random.Generator, n: int, return_position: bool = False) -> np.ndarray | tuple[np.ndarray, float]:
+        """One augmented window (n+1, crop, crop), float32 in about [-1, 1].
+
+        ``return_position``: also the window's centre as a fraction of the volume's depth (0..1,
+        after the random z reversal)."""
         vol, axis = self._pick_volume(rng, n)
         data = np.moveaxis(vol.data, axis, 0)
         z0 = int(rng.integers(0, data.shape[0] - n))
         y0 = int(rng.integers(0, data.shape[1] - self.crop + 1))
         x0 = int(rng.integers(0, data.shape[2] - self.crop + 1))
         w = np.array(data[z0: z0 + n + 1, y0: y0 + self.crop, x0: x0 + self.crop], dtype=np.float32)
+        pos = (z0 + n / 2) / max(data.shape[0] - 1, 1)
         if rng.random() < 0.5:
             w = w[::-1]  # the task is symmetric in z
+            pos = 1 - pos
         w = np.rot90(w, int(rng.integers(4)), axes=(1, 2))
         if rng.random() < 0.5:
             w = w[:, :, ::-1]
         gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
         w = 2 * np.clip((w + 1) / 2, 0, None) ** gamma - 1  # intensity response varies between set-ups
-        return np.ascontiguousarray(w, dtype=np.float32)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        return (w, float(pos)) if return_position else w
 
     def batch(self, rng: np.random.Generator, batch_size: int, n: int | None = None) -> tuple[np.ndarray, int]:
         """(windows (B, n+1, crop, crop), n); one n per batch so windows stack."""

@@ -656,8 +656,8 @@ class ReconstructWidget(QWidget):
         fields: list[mgw.bases.ValueWidget] = []
         for p in declared:
             if p.name == WEIGHTS_PARAM and method.uses_weights:
-                value = self._weights_by_method.get(method.name, p.default)
-                fields.append(WeightsField(method.name, value, entries, self._local_weights,
+                value = self._weights_by_method.get(method.weights_method, p.default)
+                fields.append(WeightsField(method.weights_method, value, entries, self._local_weights,
                                            name=p.name, label=p.name, tooltip=p.help))
             else:
                 fields.append(param_widget(p, self._param_values.get(p.name, p.default)))

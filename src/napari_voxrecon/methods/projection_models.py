@@ -1,0 +1,149 @@
+"""Learned methods of the ``projection`` task: ``unet`` (regression) and ``microdiffusion``.
+
+Both run ``models.projection_models.reconstruct_projection`` group by group. ``microdiffusion``
+first fits the per-stack INR to the projections (the ``inr`` method's fit, reported as it goes),
+streams its rendering as the ``prior`` output, then samples every group with the prior mixed
+into the diffusion state (eq. 9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from ..engine.events import Notice, SliceResult
+from ..engine.registry import Method, Param, register
+from .inr_methods import ITERATIONS, NEIGHBOUR
+from .sparse_models import PRECISION, TILE, WEIGHTS
+
+CONSISTENCY = Param("consistency", bool, True, "correct each group so its mean equals the measured projection exactly (no negative intensities created)")
+
+
+def _build(state: dict, config: dict, device: str) -> Any:
+    from ..diffusion.schedule import VPSchedule
+    from ..models.projection_group_net import ProjectionGroupNet
+    from ..models.projection_models import ProjectionModel
+
+    arch = dict(config["architecture"])
+    arch["channels"] = tuple(arch["channels"])
+    net = ProjectionGroupNet(**arch)
+    net.load_state_dict(state)
+    net.eval().to(device)
+    sched = config.get("schedule", {"kind": "cosine", "zero_terminal_snr": True})
+    return ProjectionModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]), device)
+
+
+def _inr_prior(ctx) -> Iterator[Any]:
+    """Fit the INR to the projections (progress events) and return prior_fn(k, proj3) -> (n, H, W)
+    in the models' [-1, 1] units, yielding each group's prior as the ``prior`` output."""
+    import numpy as np
+
+    from ..models.inr import fit_projection, render_output_plane
+    from ..normalize import normalize, percentile_range
+    from .inr_methods import _fit_events
+
+    proj, n = ctx.volume, ctx.params["interval"]
+    lo, hi = percentile_range(proj)
+    inr = yield from _fit_events(fit_projection, normalize(proj, lo, hi), ctx)
+    m, h, w = proj.shape
+    depth = m * n
+
+    def prior_fn(k: int) -> np.ndarray:
+        unit = np.stack([render_output_plane(inr, z, depth, h, w, n=n, neighbour_sigma=ctx.params["neighbour_sigma"])
+                         for z in range(k * n, (k + 1) * n)])
+        return 2 * unit - 1  # [0, 1] window -> the models' [-1, 1]
+
+    return prior_fn, (lo, hi)
+
+
+def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
+    import torch
+
+    from ..engine.device import is_out_of_memory, use_bf16
+    from ..models.loading import load_model
+    from ..models.projection_models import reconstruct_projection
+    from ..normalize import denormalize
+
+    spec = ctx.method
+    device = ctx.device
+    model = load_model(spec.weights_method, ctx.params["weights"], device)
+    cache: dict[int, Any] = {}
+    prior_fn: Callable[[int, Any], Any] | None = None
+    if with_prior:
+        inr_prior, (lo, hi) = yield from _inr_prior(ctx)
+
+        def render_prior(k: int, proj3: Any) -> Any:
+            cache[k] = inr_prior(k)
+            return cache[k]
+
+        prior_fn = render_prior
+
+    torch.manual_seed(ctx.seed)
+    done: set[int] = set(ctx.skip)
+    n = ctx.params["interval"]
+    while True:
+        try:
+            for z, plane, sd in reconstruct_projection(model, ctx.volume, n, prior_fn=prior_fn, skip=frozenset(done), seed=ctx.seed,
+                                                       consistency=ctx.params["consistency"], check_cancel=ctx.check_cancel,
+                                                       tile=ctx.params["tile"], bf16=use_bf16(device, ctx.params["precision"]), **fill_kw):
+                done.add(z)
+                yield SliceResult(z, plane)
+                if with_prior:
+                    yield SliceResult(z, denormalize((cache[z // n][z % n] + 1) / 2, lo, hi), "prior")
+                if sd is not None:
+                    yield SliceResult(z, sd, "uncertainty")
+            return
+        except RuntimeError as err:
+            if device == "cpu" or not is_out_of_memory(err):
+                raise
+            yield Notice(f"the GPU ran out of memory ({device}); continuing on the CPU (slower). "
+                         "A smaller --tile keeps the next run on the GPU.", "warning")
+            device = "cpu"
+            torch.cuda.empty_cache()
+            model = load_model(spec.weights_method, ctx.params["weights"], "cpu")
+
+
+def _run_microdiffusion(ctx) -> Iterator[Any]:
+    p = ctx.params
+    yield from _run(ctx, dict(steps=p["steps"], sampler=p["sampler"], guidance=p["guidance"], samples=p["samples"]), True)
+
+
+def _run_unet(ctx) -> Iterator[Any]:
+    yield from _run(ctx, {}, False)
+
+
+def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
+    return ("result", "prior", "uncertainty") if params.get("samples", 1) > 1 else ("result", "prior")
+
+
+def _register() -> None:
+    from ..models.loading import BUILDERS
+
+    BUILDERS["projection-unet"] = _build
+    BUILDERS["microdiffusion"] = _build
+    register(Method(
+        "projection", "microdiffusion",
+        "MicroDiffusion: INR prior fitted to the projections, then INR-guided conditional diffusion (trained model)",
+        _run_microdiffusion,
+        params=(
+            WEIGHTS,
+            ITERATIONS,
+            NEIGHBOUR,
+            Param("steps", int, 4, "sampling steps", min=1, max=1000),
+            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            Param("guidance", float, 0.0, "classifier-free guidance weight (eq. 7); 0 = conditional model only", min=0.0, max=10.0),
+            Param("samples", int, 2, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
+            CONSISTENCY,
+            TILE,
+            PRECISION,
+        ),
+        outputs=_outputs, uses_weights=True, uses_torch=True,
+    ))
+    register(Method(
+        "projection", "unet",
+        "U-Net regression of each group's planes from its projection and its neighbours' (residual over linear interpolation; trained model)",
+        _run_unet, params=(WEIGHTS, CONSISTENCY, TILE, PRECISION), uses_weights=True, uses_torch=True,
+        weights_name="projection-unet",
+    ))
+
+
+_register()

@@ -1,0 +1,90 @@
+"""Training of the ``projection`` models (``unet`` and ``microdiffusion``) on the one training loop.
+
+Windows of 3n consecutive planes (groups k-1, k, k+1) come from the same base data as the
+``sparse`` models (phantoms + the training part of real volumes, ``build_window_sampler``);
+their projections are simulated on the fly (the mean of each group's n planes) and the middle
+group's planes are the target. Saved like every model: EMA weights, config.json, model card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .loop import TrainConfig, train
+from .train_sparse import _save, build_window_sampler
+
+#: Projection intervals seen in training (the benchmarks score n = 4, 6, 8 and 16).
+PROJECTION_INTERVALS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+#: Intervals of microdiffusion's prior bank (one INR fit per volume and interval).
+BANK_INTERVALS = (4, 6, 8, 16)
+#: Phantoms deep enough for three groups of the largest interval.
+PROJECTION_PHANTOM_SHAPE = (52, 96, 96)
+#: Weights ``method`` field of the projection task's U-Net (the sparse task has a ``unet`` too).
+WEIGHTS_NAMES = {"unet": "projection-unet", "microdiffusion": "microdiffusion"}
+
+
+def train_projection(method: str, data: Sequence[str], out: str | None, *, steps: int = 2000, batch_size: int = 8,
+                     crop: int = 64, lr: float = 2e-4, holdout: float = 0.375, phantom_fraction: float = 0.5,
+                     channels: Sequence[int] = (24, 48, 96), checkpoint_dir: str | None = None, device: str = "auto",
+                     threads: int | None = None, seed: int = 0, p_uncond: float = 0.15, mix: float = 0.5,
+                     overwrite: bool = False, log: Callable[[str], None] = print,
+                     should_stop: Callable[[], bool] | None = None, max_seconds: float | None = None,
+                     phantom_pool: int = 12, phantom_workers: int = 0,
+                     intervals: Sequence[int] | None = None, bank_phantoms: int = 6, bank_iterations: int = 400,
+                     phantom_shape: tuple[int, int, int] = PROJECTION_PHANTOM_SHAPE) -> Path | None:
+    from ..models.projection_group_net import ProjectionGroupNet
+    from ..models.projection_models import RESIDUAL_SCALE, MicroDiffusionTrainable, ProjectionRegressionTrainable
+
+    if method not in WEIGHTS_NAMES:
+        raise ValueError(f"no projection trainer for {method!r}")
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    diffusion = method == "microdiffusion"
+    if diffusion and intervals is None:
+        intervals = BANK_INTERVALS
+    intervals = tuple(intervals or PROJECTION_INTERVALS)
+    # windows of 3n planes (the trainable asks the sampler for intervals 3n - 1); microdiffusion
+    # draws its windows from the prior bank and needs only the sampler's real volumes
+    sampler = build_window_sampler(data, holdout, crop, phantom_fraction, intervals=intervals,
+                                   phantom_shape=phantom_shape, phantom_pool=0 if diffusion else phantom_pool,
+                                   seed=seed, phantom_workers=0 if diffusion else phantom_workers)
+    net = ProjectionGroupNet(tuple(channels), diffusion=diffusion, mix=mix)
+    if diffusion:
+        from .prior_bank import build_prior_bank
+
+        # The INR prior of every training volume, fitted once per interval before training.
+        bank = build_prior_bank([(v.name, v.data) for v in sampler.volumes], intervals, crop=crop,
+                                phantoms=bank_phantoms, phantom_shape=phantom_shape, phantom_intervals=1,
+                                iterations=bank_iterations, seed=seed, log=log)
+        sampler.close()
+        trainable = MicroDiffusionTrainable(net, sampler, batch_size=batch_size, p_uncond=p_uncond, bank=bank)
+    else:
+        trainable = ProjectionRegressionTrainable(net, sampler, batch_size=batch_size)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                      checkpoint_dir=checkpoint_dir, threads=threads, max_seconds=max_seconds,
+                      extra={"crop": crop, "holdout": holdout, "p_uncond": p_uncond if diffusion else 0.0,
+                             "intervals": list(intervals), "real_volumes": [v.name for v in sampler.volumes],
+                             "phantom_fraction": sampler.phantom_fraction, "task": "projection"})
+    n_params = sum(p.numel() for p in net.parameters())
+    log(f"training projection {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
+        f"{steps} steps of {batch_size} x {crop}^2 windows of 3n planes, n in {list(sampler.intervals)}")
+
+    def on_log(state, info) -> None:
+        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
+
+    try:
+        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
+    finally:
+        sampler.close()
+    if out is None:
+        return None
+    ema.copy_to(net)
+    info = {"steps": state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s, "losses": state.losses,
+            "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction,
+            "intervals": list(trainable.bank.intervals if diffusion else sampler.intervals)}
+    return _save(WEIGHTS_NAMES[method], net, out, info, batch_size, crop, lr, p_uncond if diffusion else 0.0, holdout,
+                 overwrite, task="projection", residual_scale=RESIDUAL_SCALE, windows="3n planes (groups k-1, k, k+1)")
