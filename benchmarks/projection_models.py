@@ -39,6 +39,23 @@ def run(method: str, proj: np.ndarray, n: int, params: dict | None = None, seed:
     return out, time.perf_counter() - t0
 
 
+def gflop_per_plane(method: str, weights: str, n: int, calls: int = 1) -> float:
+    """Network GFLOP per output plane of a 256 x 256 group (torch's FLOP counter; one call per
+    group for unet, steps x samples calls for microdiffusion)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_voxrecon.engine.registry import get_method
+    from napari_voxrecon.models.loading import load_model
+
+    net = load_model(get_method("projection", method).weights_method, weights, "cpu").network
+    x = torch.randn(1, n, 256, 256)
+    fc = FlopCounterMode(display=False)
+    with torch.no_grad(), fc:
+        net(x if net.diffusion else None, x, torch.randn(1, 3, 256, 256), torch.ones(1), torch.ones(1, dtype=torch.bool), torch.zeros(1))
+    return fc.get_total_flops() * calls / n / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ground_truth")
@@ -93,6 +110,13 @@ def main() -> None:
             s = evaluate(pred, truth, metrics=("psnr", "ssim", "dice"))
             lines.append(f"| {n} | {label} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['dice']:.4f} | {dt:.1f} | {dt / truth.shape[0]:.2f} |")
             print(lines[-1], flush=True)
+    lines.append("")
+    if "unet" not in args.skip:
+        lines.append(f"Network cost at n = 6, 256 x 256: unet {gflop_per_plane('unet', args.unet, 6):.2f} GFLOP per plane.")
+    if "microdiffusion" not in args.skip and args.microdiffusion != "none":
+        for steps in args.steps:
+            lines.append(f"microdiffusion, {steps} steps x {args.samples} samples: "
+                         f"{gflop_per_plane('microdiffusion', args.microdiffusion, 6, steps * args.samples):.2f} GFLOP per plane.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

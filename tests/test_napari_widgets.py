@@ -475,3 +475,26 @@ def test_orthoview_follows_contrast_and_new_layers(viewer, qtbot, two_layers):
     assert [c.sampler.layer.name for c in ortho.columns.values()] == ["truth", "sparse", "third"]
     viewer.layers.remove("sparse")
     assert [c.sampler.layer.name for c in ortho.columns.values()] == ["truth", "third"]
+
+
+def test_microdiffusion_run_shows_prior_result_and_uncertainty_layers(viewer, qtbot, tmp_path):
+    """The projection task's diffusion method: INR fit, then prior, result and uncertainty
+    layers filled group by group; the result keeps every projection exactly."""
+    from napari_voxrecon.training.train_projection import train_projection
+
+    weights = train_projection("microdiffusion", [], str(tmp_path / "md"), steps=2, batch_size=2, crop=16,
+                               channels=(8, 16), intervals=(3,), bank_phantoms=1, bank_iterations=10,
+                               phantom_shape=(9, 16, 16), log=lambda m: None, threads=1)
+    proj = smooth_volume((4, 16, 16), seed=3) + 1.0
+    viewer.add_image(proj, name="proj")
+    widget = open_reconstruct(viewer)
+    widget.set_input("proj")
+    widget.task_combo.setCurrentText("projection")
+    widget.method_combo.setCurrentText("microdiffusion")
+    widget.set_params(interval=3, iterations=20, steps=2, samples=2, weights=str(weights))
+    assert run_and_wait(qtbot, widget) == "done"
+    assert set(widget.outputs) == {"result", "prior", "uncertainty"}
+    result = widget.outputs["result"].data
+    assert result.shape == (12, 16, 16)
+    np.testing.assert_allclose(result.reshape(4, 3, 16, 16).astype(np.float64).mean(axis=1), proj, rtol=1e-5, atol=1e-4)
+    assert widget.outputs["prior"].data.any()
