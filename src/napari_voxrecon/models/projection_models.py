@@ -44,6 +44,10 @@ class ProjectionRegressionTrainable:
     p_uncond: float = 0.0
     residual_scale: float = RESIDUAL_SCALE
     refresh_every: int = 10
+    #: Share of windows shown as a stack's first or last group: the missing neighbour projection
+    #: is extrapolated from the group and its other neighbour, exactly as at inference
+    #: (``neighbour_projections``). In a stack of M groups, 2 of M are such edge groups.
+    p_edge: float = 0.2
 
     def sample_batch(self, rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
         if self.refresh_every and step % self.refresh_every == 0:
@@ -51,8 +55,14 @@ class ProjectionRegressionTrainable:
         n = int(rng.choice(self.windows.intervals))
         wins, pos = zip(*(self.windows.window(rng, 3 * n - 1, return_position=True) for _ in range(self.batch_size)))
         proj, target = group_windows(np.stack(wins), n)
+        pos = np.array(pos, dtype=np.float32)
+        for i in np.flatnonzero(rng.random(len(pos)) < self.p_edge):
+            if rng.random() < 0.5:  # first group: no group above
+                proj[i, 0], pos[i] = 2 * proj[i, 1] - proj[i, 2], 0.0
+            else:  # last group
+                proj[i, 2], pos[i] = 2 * proj[i, 1] - proj[i, 0], 1.0
         return {"projections": torch.from_numpy(proj), "target": torch.from_numpy(np.ascontiguousarray(target)),
-                "stack_pos": torch.tensor(pos, dtype=torch.float32)}
+                "stack_pos": torch.from_numpy(pos)}
 
     def prior(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return linear_prior(batch["projections"], batch["target"].shape[1])
