@@ -1,7 +1,9 @@
 """The network of the ``projection`` task: the n planes of one projection group in, n planes out.
 
 Per plane it reads (MicroDiffusion paper 4.2, adapted):
-- the diffusion state mixed with the prior, eq. (9): w * prior + (1 - w) * x_t (diffusion only);
+- the INR-enhanced image of eq. (9), X_t^0 = m_inr + (1 - w) X_t (diffusion only): what is
+  diffused is the residual of the planes over the prior (in units of ``residual_scale``), so the
+  noisy state enters as the prior plus (1 - w) times the noisy residual, in image units;
 - the prior itself (the INR rendering for ``microdiffusion``, the linear interpolation of the
   projections for the deterministic ``unet``), so the network can tell the two apart;
 - the projections of the group and of its two neighbours, as images (the measurements);
@@ -44,12 +46,13 @@ class ImageEncoder(nn.Module):
 
 class ProjectionGroupNet(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (24, 48, 96), emb_dim: int = 128, cond_dim: int = 128,
-                 pos_dim: int = 32, diffusion: bool = True, mix: float = 0.5) -> None:
+                 pos_dim: int = 32, diffusion: bool = True, mix: float = 0.5, residual_scale: float = 6.0) -> None:
         super().__init__()
         self.config: dict[str, Any] = dict(channels=list(channels), emb_dim=emb_dim, cond_dim=cond_dim,
-                                           pos_dim=pos_dim, diffusion=diffusion, mix=mix)
+                                           pos_dim=pos_dim, diffusion=diffusion, mix=mix, residual_scale=residual_scale)
         self.diffusion = diffusion
         self.mix = mix
+        self.residual_scale = residual_scale
         self.pos_dim = pos_dim
         self.backbone = PlaneUNet((2 if diffusion else 1) + 3, 1, tuple(channels), emb_dim, cond_dim)
         self.time = TimestepEmbedder(emb_dim)
@@ -76,8 +79,8 @@ class ProjectionGroupNet(nn.Module):
         proj = projections * kept  # the measurements are part of the dropped condition
         planes = [prior, *[proj[:, i:i + 1].expand(b, n, h, w) for i in range(3)]]
         if self.diffusion:
-            # eq. (9): the prior is blended into the noisy state at every step (training and sampling)
-            planes.insert(0, self.mix * prior + (1 - self.mix) * state)
+            # eq. (9) at every step, training and sampling: X_t^0 = m_inr + (1 - w) X_t
+            planes.insert(0, prior + (1 - self.mix) * state / self.residual_scale)
         x = torch.stack(planes, dim=2)  # (B, n, C, H, W)
         m = self.backbone.multiple
         ph, pw = (-h) % m, (-w) % m

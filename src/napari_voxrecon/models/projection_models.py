@@ -3,8 +3,8 @@
 Both work group by group: the n planes whose mean is projection k are predicted from a prior
 for them and from projections k-1, k, k+1 (``projection_group_net``). ``unet`` regresses the
 residual over the linear interpolation of the projections (MSE); ``microdiffusion`` (MicroDiffusion,
-CVPR 2024) samples the planes by diffusion with the INR rendering as its prior, mixed into the
-noisy state at every step (eq. 9), with classifier-free guidance over the condition (eq. 7),
+CVPR 2024) samples the residual of the planes over the INR rendering by diffusion, the prior
+entering the noisy input at every step as eq. (9) writes it, X_t^0 = m_inr + (1 - w) X_t, with classifier-free guidance over the condition (eq. 7),
 v-prediction on a zero-terminal-SNR cosine schedule and a few-step sampler. Either way the
 result is then made consistent with the measurement: each group's mean equals its projection
 (to float precision) without creating negative intensities (``enforce_group_means``).
@@ -100,7 +100,7 @@ class MicroDiffusionTrainable(ProjectionRegressionTrainable):
         device = next(network.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         prior = batch["prior"] if "prior" in batch else self.prior(batch)
-        x0 = batch["target"]
+        x0 = (batch["target"] - prior) * self.residual_scale  # the residual over the prior is diffused
         b = x0.shape[0]
         t = torch.rand(b, generator=generator)
         if self.p_terminal:
@@ -163,7 +163,7 @@ class ProjectionModel:
             denoise = make_v_denoiser(v_model, self.schedule)
             outs.append(sample(sampler, denoise, self.schedule, x_T[i:i + k], n_steps=steps, generator=generator,
                                should_stop=should_stop))
-        planes = torch.cat(outs)
+        planes = prior[None] + torch.cat(outs) / self.residual_scale
         return planes.mean(0), (planes.std(0) if samples > 1 else None)
 
     def fill_tiled(self, prior: np.ndarray, projections: np.ndarray, stack_pos: float, tile: int = 256,

@@ -10,6 +10,7 @@ its neighbours, cropped and flipped identically in all three.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -111,3 +112,28 @@ def build_prior_bank(volumes: Sequence[tuple[str, np.ndarray]], intervals: Seque
         bank.entries.append(entry)
         log(f"INR prior {j + 1}/{len(jobs)}: {name} n={n} ({time.perf_counter() - t0:.0f} s)")
     return bank
+
+
+def save_bank(bank: PriorBank, path: str | Path) -> None:
+    """Arrays only (npz, no pickle), so a resumed training run skips the INR fits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for i, e in enumerate(bank.entries):
+        arrays.update({f"{i}_truth": e.truth, f"{i}_projections": e.projections, f"{i}_prior": e.prior,
+                       f"{i}_n": np.array(e.n), f"{i}_name": np.array(e.name)})
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_bank(path: str | Path, crop: int) -> PriorBank | None:
+    """The bank saved by ``save_bank``, or None when the file cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            count = len({k.split("_", 1)[0] for k in z.files})
+            entries = [BankEntry(z[f"{i}_truth"], z[f"{i}_projections"], z[f"{i}_prior"], int(z[f"{i}_n"]), str(z[f"{i}_name"]))
+                       for i in range(count)]
+    except (OSError, ValueError, KeyError):
+        return None
+    return PriorBank(entries, crop) if entries else None

@@ -52,14 +52,23 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
     sampler = build_window_sampler(data, holdout, crop, phantom_fraction, intervals=intervals,
                                    phantom_shape=phantom_shape, phantom_pool=0 if diffusion else phantom_pool,
                                    seed=seed, phantom_workers=0 if diffusion else phantom_workers)
-    net = ProjectionGroupNet(tuple(channels), diffusion=diffusion, mix=mix)
+    net = ProjectionGroupNet(tuple(channels), diffusion=diffusion, mix=mix, residual_scale=RESIDUAL_SCALE)
     if diffusion:
         from .prior_bank import build_prior_bank
 
         # The INR prior of every training volume, fitted once per interval before training.
-        bank = build_prior_bank([(v.name, v.data) for v in sampler.volumes], intervals, crop=crop,
-                                phantoms=bank_phantoms, phantom_shape=phantom_shape, phantom_intervals=1,
-                                iterations=bank_iterations, seed=seed, log=log)
+        from .prior_bank import load_bank, save_bank
+
+        cached = Path(checkpoint_dir) / "prior_bank.npz" if checkpoint_dir else None
+        bank = load_bank(cached, crop) if cached is not None and cached.exists() else None
+        if bank is None:
+            bank = build_prior_bank([(v.name, v.data) for v in sampler.volumes], intervals, crop=crop,
+                                    phantoms=bank_phantoms, phantom_shape=phantom_shape, phantom_intervals=1,
+                                    iterations=bank_iterations, seed=seed, log=log)
+            if cached is not None:  # a resumed run reuses the fits
+                save_bank(bank, cached)
+        else:
+            log(f"prior bank loaded from {cached} ({len(bank.entries)} fits)")
         sampler.close()
         trainable = MicroDiffusionTrainable(net, sampler, batch_size=batch_size, p_uncond=p_uncond, bank=bank)
     else:
