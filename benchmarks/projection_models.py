@@ -107,7 +107,9 @@ def main() -> None:
             rows += [(f"INR grid ({args.iterations} it.)", "inr", {"iterations": args.iterations}),
                      ("INR grid + eq. 3 neighbours (σ 0.2)", "inr", {"iterations": args.iterations, "neighbour_sigma": 0.2})]
         if "fourier" not in args.skip and n in args.fourier_intervals:
-            rows += [(f"INR Fourier features ({args.fourier_iterations} it.)", "inr", {"iterations": args.fourier_iterations, "encoding": "fourier"})]
+            rows += [(f"INR Fourier features ({args.fourier_iterations} it.)", "inr", {"iterations": args.fourier_iterations, "encoding": "fourier"}),
+                     (f"INR Fourier features ({args.fourier_iterations} it.) + eq. 3 neighbours (σ 0.2)", "inr",
+                      {"iterations": args.fourier_iterations, "encoding": "fourier", "neighbour_sigma": 0.2})]
         if "unet" not in args.skip:
             rows += [("unet", "unet", {"weights": args.unet})]
         if "microdiffusion" not in args.skip and args.microdiffusion != "none":
