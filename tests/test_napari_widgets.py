@@ -497,4 +497,8 @@ def test_microdiffusion_run_shows_prior_result_and_uncertainty_layers(viewer, qt
     result = widget.outputs["result"].data
     assert result.shape == (12, 16, 16)
     np.testing.assert_allclose(result.reshape(4, 3, 16, 16).astype(np.float64).mean(axis=1), proj, rtol=1e-5, atol=1e-4)
-    assert widget.outputs["prior"].data.any()
+    prior = widget.outputs["prior"]
+    assert prior.data.any()
+    # the prior is in intensity units: shown like the input (and the result), not re-scaled
+    assert tuple(prior.contrast_limits) == tuple(widget.outputs["result"].contrast_limits)
+    assert prior.colormap.name == widget.outputs["result"].colormap.name

@@ -85,6 +85,9 @@ WEIGHTS_PARAM = "weights"
 #: Colormaps of companion outputs: a different one from the result's, so they are never
 #: mistaken for it (the uncertainty is a standard deviation, not an intensity).
 COMPANION_COLORMAPS = {"uncertainty": "magma"}
+#: Outputs in the input's intensity units (the result, a method's prior): shown with the input's
+#: display settings, so result and prior compare at a glance; the others get their own limits.
+INTENSITY_OUTPUTS = frozenset({"result", "prior"})
 
 
 @dataclass(frozen=True)
@@ -835,7 +838,7 @@ class ReconstructWidget(QWidget):
         for name in sorted(job.outputs, key=lambda n: n != "result"):
             label = f"{src.name} {job.method}" + ("" if name == "result" else f" {name}")
             kwargs: dict[str, Any] = {}
-            if name == "result":
+            if name in INTENSITY_OUTPUTS:
                 # Outputs are in the input's intensity units: the input's display settings fit.
                 kwargs["colormap"] = src.colormap
                 kwargs["contrast_limits"] = tuple(src.contrast_limits)
@@ -850,7 +853,7 @@ class ReconstructWidget(QWidget):
                 metadata={RESULT_KEY: {**record, "output": name}},
                 **kwargs,
             )
-            if name == "result":
+            if name in INTENSITY_OUTPUTS:
                 layer.contrast_limits_range = tuple(src.contrast_limits_range)
                 layer.contrast_limits = tuple(src.contrast_limits)
             self.outputs[name] = layer
@@ -867,7 +870,7 @@ class ReconstructWidget(QWidget):
         self.written[event.output].append(int(event.z))
         meta = layer.metadata[RESULT_KEY]
         meta["planes_done"] = len(set(self.written[event.output]))
-        if event.output != "result":
+        if event.output not in INTENSITY_OUTPUTS:
             self._widen_contrast(layer, event.data)
         self._dirty.add(event.output)
         if event.output == "result":
@@ -996,7 +999,7 @@ class ReconstructWidget(QWidget):
             layer.metadata[RESULT_KEY]["complete"] = complete
             if not complete:
                 layer.name = f"{layer.name} (incomplete)"
-            elif name != "result":
+            elif name not in INTENSITY_OUTPUTS:
                 self._fit_contrast(layer)
         seconds = time.perf_counter() - self._t0
         if outcome == "done":
