@@ -13,23 +13,16 @@ from typing import Any, Callable, Iterator
 from ..engine.events import Notice, SliceResult
 from ..engine.registry import Method, Param, register
 from .inr_methods import ITERATIONS, NEIGHBOUR
-from .sparse_models import PRECISION, TILE, WEIGHTS
+from .sparse_models import PRECISION, TILE, WEIGHTS, build_model
 
 CONSISTENCY = Param("consistency", bool, True, "correct each group so its mean equals the measured projection exactly (no negative intensities created)")
 
 
 def _build(state: dict, config: dict, device: str) -> Any:
-    from ..diffusion.schedule import VPSchedule
     from ..models.projection_group_net import ProjectionGroupNet
     from ..models.projection_models import ProjectionModel
 
-    arch = dict(config["architecture"])
-    arch["channels"] = tuple(arch["channels"])
-    net = ProjectionGroupNet(**arch)
-    net.load_state_dict(state)
-    net.eval().to(device)
-    sched = config.get("schedule", {"kind": "cosine", "zero_terminal_snr": True})
-    return ProjectionModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]), device)
+    return build_model(ProjectionGroupNet, ProjectionModel, state, config, device)
 
 
 def _inr_prior(ctx) -> Iterator[Any]:

@@ -16,19 +16,25 @@ PRECISION = Param("precision", str, "auto", "network arithmetic: auto (bf16 on G
 TILE = Param("tile", int, 256, "lateral tile size in pixels (tiles overlap by 32 and are blended)", min=64, max=4096)
 
 
-def _build(state: dict, config: dict, device: str) -> Any:
+def build_model(network_cls: Any, model_cls: Any, state: dict, config: dict, device: str, **model_kw: Any) -> Any:
+    """A trained model from a weights folder's state and config (every learned method's builder)."""
     from ..diffusion.schedule import VPSchedule
-    from ..models.sparse3diff import SparseModel
-    from ..models.sparse_window_net import SparseWindowNet
 
     arch = dict(config["architecture"])
     arch["channels"] = tuple(arch["channels"])
-    net = SparseWindowNet(**arch)
+    net = network_cls(**arch)
     net.load_state_dict(state)
     net.eval().to(device)
     sched = config.get("schedule", {"kind": "cosine", "zero_terminal_snr": True})
-    return SparseModel(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]),
-                       device, slice_guidance=bool(config.get("slice_guidance", True)))
+    return model_cls(net, float(config["residual_scale"]), VPSchedule(sched["kind"], zero_terminal_snr=sched["zero_terminal_snr"]),
+                     device, **model_kw)
+
+
+def _build(state: dict, config: dict, device: str) -> Any:
+    from ..models.sparse3diff import SparseModel
+    from ..models.sparse_window_net import SparseWindowNet
+
+    return build_model(SparseWindowNet, SparseModel, state, config, device, slice_guidance=bool(config.get("slice_guidance", True)))
 
 
 def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:

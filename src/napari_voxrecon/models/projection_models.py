@@ -169,24 +169,13 @@ class ProjectionModel:
     def fill_tiled(self, prior: np.ndarray, projections: np.ndarray, stack_pos: float, tile: int = 256,
                    overlap: int = 32, seed: int = 0, **kw: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """``fill`` over lateral tiles with linear blending; each tile's noise seeded by (seed, position)."""
-        from .tiling import tiles
+        from .tiling import fill_by_tiles
 
-        n, h, w = prior.shape
-        acc = np.zeros((n, h, w), np.float32)
-        acc_sd = np.zeros((n, h, w), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        has_sd = False
-        for y0, x0, th, tw, weight in tiles(h, w, tile, overlap):
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, y0, x0]).generate_state(1)[0]))
-            pri = torch.from_numpy(np.ascontiguousarray(prior[:, y0:y0 + th, x0:x0 + tw])).to(self.device)
-            prj = torch.from_numpy(np.ascontiguousarray(projections[:, y0:y0 + th, x0:x0 + tw])).to(self.device)
-            mean, sd = self.fill(pri, prj, stack_pos, generator=gen, **kw)
-            acc[:, y0:y0 + th, x0:x0 + tw] += mean.float().cpu().numpy() * weight
-            if sd is not None:
-                has_sd = True
-                acc_sd[:, y0:y0 + th, x0:x0 + tw] += sd.float().cpu().numpy() * weight
-            wsum[y0:y0 + th, x0:x0 + tw] += weight
-        return acc / wsum, (acc_sd / wsum if has_sd else None)
+        def fill(parts: list[np.ndarray], tile_seed: int) -> tuple[Any, Any]:
+            pri, prj = (torch.from_numpy(p).to(self.device) for p in parts)
+            return self.fill(pri, prj, stack_pos, generator=torch.Generator().manual_seed(tile_seed), **kw)
+
+        return fill_by_tiles(fill, [prior, projections], prior.shape[0], tile, overlap, seed)
 
 
 def stack_position(k: int, groups: int) -> float:

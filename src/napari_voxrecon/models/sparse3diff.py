@@ -208,29 +208,15 @@ class SparseModel:
 
     def fill_tiled(self, first: np.ndarray, last: np.ndarray, n: int, tile: int = 256, overlap: int = 32,
                    seed: int = 0, **kw: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """``fill`` over lateral tiles with linear blending (bounded memory for any plane size).
+        """``fill`` over lateral tiles with linear blending (bounded memory for any plane size);
+        each tile's noise is seeded by (seed, tile position)."""
+        from .tiling import fill_by_tiles
 
-        Each tile's noise comes from a generator seeded by (seed, tile position), so the output
-        does not depend on which other tiles or windows were computed before.
-        """
-        from .tiling import tiles
+        def fill(parts: list[np.ndarray], tile_seed: int) -> tuple[Any, Any]:
+            f, l = (torch.from_numpy(p).to(self.device) for p in parts)
+            return self.fill(f, l, n, generator=torch.Generator().manual_seed(tile_seed), **kw)
 
-        h, w = first.shape
-        acc = np.zeros((n - 1, h, w), np.float32)
-        acc_sd = np.zeros((n - 1, h, w), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        has_sd = False
-        for y0, x0, th, tw, weight in tiles(h, w, tile, overlap):
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, y0, x0]).generate_state(1)[0]))
-            f = torch.from_numpy(np.ascontiguousarray(first[y0:y0 + th, x0:x0 + tw])).to(self.device)
-            l = torch.from_numpy(np.ascontiguousarray(last[y0:y0 + th, x0:x0 + tw])).to(self.device)
-            mean, sd = self.fill(f, l, n, generator=gen, **kw)
-            acc[:, y0:y0 + th, x0:x0 + tw] += mean.float().cpu().numpy() * weight
-            if sd is not None:
-                has_sd = True
-                acc_sd[:, y0:y0 + th, x0:x0 + tw] += sd.float().cpu().numpy() * weight
-            wsum[y0:y0 + th, x0:x0 + tw] += weight
-        return acc / wsum, (acc_sd / wsum if has_sd else None)
+        return fill_by_tiles(fill, [first, last], n - 1, tile, overlap, seed)
 
 
 def reconstruct_sparse(model: SparseModel, volume: np.ndarray, n: int, *, skip: frozenset[int] = frozenset(),
