@@ -98,3 +98,41 @@ def test_projection_network_conditions_on_the_projections_and_drops_them_uncondi
     out_a, out_b = net(x, prior, proj_a, t, keep, pos), net(x, prior, proj_b, t, keep, pos)
     assert not torch.allclose(out_a[0], out_b[0])  # conditional: the projections matter
     torch.testing.assert_close(out_a[1], out_b[1])  # unconditional: they are dropped
+
+
+def test_warm_start_makes_the_diffusion_network_answer_minus_the_regression():
+    """At equal time input the warm-started network ignores the noisy state and returns -x0 of the
+    regression (the v-target at zero terminal SNR), whatever the state holds."""
+    from napari_voxrecon.models.projection_group_net import ProjectionGroupNet
+    from napari_voxrecon.models.projection_models import warm_start_from_regression
+
+    torch.manual_seed(0)
+    reg = ProjectionGroupNet((8, 16), diffusion=False)
+    for p in reg.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    diff = ProjectionGroupNet((8, 16), diffusion=True)
+    warm_start_from_regression(diff, reg.state_dict())
+    prior, proj = torch.randn(2, N, 16, 16) * 0.3, torch.randn(2, 3, 16, 16) * 0.3
+    t, keep, pos = torch.zeros(2), torch.tensor([True, False]), torch.tensor([0.0, 0.6])
+    a = reg(None, prior, proj, t, keep, pos)
+    for scale in (0.0, 5.0):
+        b = diff(torch.randn(2, N, 16, 16) * scale, prior, proj, t, keep, pos)
+        assert torch.allclose(a, -b, atol=1e-5)
+    assert a.abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="same --channels|shape"):
+        warm_start_from_regression(ProjectionGroupNet((8, 32), diffusion=True), reg.state_dict())
+
+
+def test_microdiffusion_trains_from_projection_unet_weights_and_refuses_others(weights, tmp_path):
+    from napari_voxrecon.training.train_projection import train_projection
+
+    out = train_projection("microdiffusion", [], str(tmp_path / "md"), steps=1, batch_size=2, crop=32,
+                           intervals=(2, N), bank_phantoms=1, bank_iterations=10, phantom_shape=(16, 40, 40),
+                           log=lambda m: None, threads=2, init=weights["unet"], p_terminal=0.5)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"]["channels"] == [8, 16, 32] and config["architecture"]["diffusion"]
+    assert "projection-unet weights" in config["training"]["initialised_from"]
+    assert config["training"]["p_terminal"] == 0.5
+    assert "Initialised from" in (out / "README.md").read_text()
+    with pytest.raises(VoxreconError, match="starts from projection-unet"):
+        train_projection("unet", [], str(tmp_path / "u"), steps=1, init=weights["microdiffusion"], log=lambda m: None)

@@ -255,15 +255,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if task == "projection":
         from .training.train_projection import train_projection
 
-        if args.init or args.no_slice_guidance or args.p_terminal:
-            raise VoxreconError("--init, --no-slice-guidance and --p-terminal apply to the sparse models only.")
+        if args.no_slice_guidance:
+            raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
+        if args.p_terminal is not None and args.model != "microdiffusion":
+            raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion) only.")
         folder = train_projection(
             args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
             holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
             checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
             overwrite=args.overwrite, log=lambda m: print(m, flush=True),
             max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-            phantom_workers=args.phantom_workers)
+            phantom_workers=args.phantom_workers, init=args.init, p_terminal=args.p_terminal)
         if folder is not None:
             print(f"wrote weights to {folder}")
         return 0
@@ -273,7 +275,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
         overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal, slice_guidance=not args.no_slice_guidance,
+        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal or 0.0, slice_guidance=not args.no_slice_guidance,
     )
     if folder is not None:
         print(f"wrote weights to {folder}")
@@ -423,11 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")
     p.add_argument("--phantom-workers", type=int, default=0,
                    help="processes rendering phantoms in the background (for GPUs; the run is then not bit-reproducible)")
-    p.add_argument("--p-terminal", type=float, default=0.0,
-                   help="sparse3diff: share of windows trained at t=1 (pure noise), where every sampler starts")
+    p.add_argument("--p-terminal", type=float,
+                   help="diffusion models: share of windows trained at t=1 (pure noise), where every sampler starts "
+                        "(default 0 for sparse3diff, 0.1 for microdiffusion)")
     p.add_argument("--no-slice-guidance", action="store_true",
                    help="sparse3diff: train the unguided DDPM ablation (whole windows noised; a benchmark baseline)")
-    p.add_argument("--init", help="start from these weights (default, a folder or a Hub id) instead of random")
+    p.add_argument("--init", help="start from these weights (embedded name, folder or Hub id) instead of random; "
+                   "microdiffusion can start from projection-unet weights (warm start)")
     p.add_argument("--export-only", action="store_true", help="only save the EMA weights of the checkpoint in --checkpoint-dir to --output")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--device", default="auto", choices=DEVICES)

@@ -115,6 +115,40 @@ class MicroDiffusionTrainable(ProjectionRegressionTrainable):
         return ((v - v_target(x0, eps, alpha, sigma)) ** 2).mean()
 
 
+def warm_start_from_regression(net: ProjectionGroupNet, regression_state: dict[str, torch.Tensor]) -> None:
+    """Initialise a ``microdiffusion`` network from trained projection ``unet`` weights of the same widths.
+
+    Why: with one or two sampling steps the result is mostly the network's prediction at t = 1
+    (pure noise), which is a regression of the planes on the condition; the regression U-Net has
+    already learned that from more windows than a diffusion run sees in the same time. The stem
+    gains the eq. (9) input channel (first, zero-initialised, so it starts ignored); the output
+    layer is negated because the regression predicts x0 (the scaled residual) while at zero
+    terminal SNR the v-target at t = 1 is -x0 (v = alpha eps - sigma x0 with alpha = 0, sigma = 1).
+    Everything else (encoders, blocks, attention) is copied as it is.
+    """
+    if not net.diffusion:
+        raise ValueError("warm_start_from_regression initialises a diffusion (microdiffusion) network")
+    own = net.state_dict()
+    missing = [k for k in own if k not in regression_state]
+    if missing:
+        raise ValueError(f"the regression weights lack {len(missing)} tensors of this network (first: {missing[0]}); "
+                         "they must be projection-unet weights of the same widths")
+    for name, value in own.items():
+        src = regression_state[name].to(value.dtype)
+        if name == "backbone.stem.weight":
+            if src.shape[1] != value.shape[1] - 1 or src.shape[0] != value.shape[0]:
+                raise ValueError(f"stem shapes {tuple(src.shape)} and {tuple(value.shape)} do not match")
+            value.zero_()
+            value[:, 1:] = src
+        elif name in ("backbone.out.weight", "backbone.out.bias"):
+            value.copy_(-src)
+        elif src.shape != value.shape:
+            raise ValueError(f"{name}: shape {tuple(src.shape)} in the regression weights, {tuple(value.shape)} here "
+                             "(train with the same --channels)")
+        else:
+            value.copy_(src)
+
+
 @dataclass
 class ProjectionModel:
     """A trained group network with what inference needs."""

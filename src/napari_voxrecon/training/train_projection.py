@@ -34,9 +34,17 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
                      should_stop: Callable[[], bool] | None = None, max_seconds: float | None = None,
                      phantom_pool: int = 12, phantom_workers: int = 0,
                      intervals: Sequence[int] | None = None, bank_phantoms: int = 6, bank_iterations: int = 400,
-                     phantom_shape: tuple[int, int, int] = PROJECTION_PHANTOM_SHAPE) -> Path | None:
+                     phantom_shape: tuple[int, int, int] = PROJECTION_PHANTOM_SHAPE, init: str | None = None,
+                     p_terminal: float | None = None) -> Path | None:
+    """Train ``unet`` or ``microdiffusion`` of the projection task; returns the weights folder (None without ``out``).
+
+    ``init``: weights to start from (embedded name, folder or Hub id): weights of the same model
+    continue training; for ``microdiffusion``, ``projection-unet`` weights warm-start it
+    (``warm_start_from_regression``). ``p_terminal``: microdiffusion's share of windows at t = 1.
+    """
     from ..models.projection_group_net import ProjectionGroupNet
-    from ..models.projection_models import RESIDUAL_SCALE, MicroDiffusionTrainable, ProjectionRegressionTrainable
+    from ..models.projection_models import (RESIDUAL_SCALE, MicroDiffusionTrainable, ProjectionRegressionTrainable,
+                                            warm_start_from_regression)
 
     if method not in WEIGHTS_NAMES:
         raise ValueError(f"no projection trainer for {method!r}")
@@ -53,6 +61,26 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
                                    phantom_shape=phantom_shape, phantom_pool=0 if diffusion else phantom_pool,
                                    seed=seed, phantom_workers=0 if diffusion else phantom_workers)
     net = ProjectionGroupNet(tuple(channels), diffusion=diffusion, mix=mix, residual_scale=RESIDUAL_SCALE)
+    previous_steps, previous_seconds, initialised_from = 0, 0.0, None
+    if init is not None:
+        from ..errors import VoxreconError
+        from ..weights import load_weights, read_config, resolve_weights
+
+        kind = read_config(resolve_weights(init, None))["method"]
+        if kind not in (WEIGHTS_NAMES[method], *(("projection-unet",) if diffusion else ())):
+            raise VoxreconError(f"--init {init} holds {kind} weights: {method} starts from {WEIGHTS_NAMES[method]} weights"
+                                + (" or projection-unet weights (warm start)" if diffusion else ""))
+        state, config, folder = load_weights(init, kind)
+        arch = dict(config["architecture"], channels=tuple(config["architecture"]["channels"]), diffusion=diffusion)
+        net = ProjectionGroupNet(**{k: v for k, v in arch.items() if k != "residual_scale"}, residual_scale=RESIDUAL_SCALE)
+        if kind == WEIGHTS_NAMES[method]:
+            net.load_state_dict(state)
+            previous_steps = int(config.get("training", {}).get("steps", 0))
+            previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
+        else:
+            warm_start_from_regression(net, state)
+        initialised_from = f"{kind} weights {folder.name} ({config.get('training', {}).get('steps', '?')} steps)"
+        log(f"initialised from {initialised_from}")
     if diffusion:
         from .prior_bank import build_prior_bank
 
@@ -71,6 +99,8 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
             log(f"prior bank loaded from {cached} ({len(bank.entries)} fits)")
         sampler.close()
         trainable = MicroDiffusionTrainable(net, sampler, batch_size=batch_size, p_uncond=p_uncond, bank=bank)
+        if p_terminal is not None:
+            trainable.p_terminal = p_terminal
     else:
         trainable = ProjectionRegressionTrainable(net, sampler, batch_size=batch_size)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
@@ -92,7 +122,8 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
     if out is None:
         return None
     ema.copy_to(net)
-    info = {"steps": state.step, "seconds": state.seconds, "windows_per_s": state.samples_per_s, "losses": state.losses,
+    info = {"steps": previous_steps + state.step, "seconds": previous_seconds + state.seconds,
+            "initialised_from": initialised_from, "p_terminal": getattr(trainable, "p_terminal", 0.0), "windows_per_s": state.samples_per_s, "losses": state.losses,
             "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction,
             "intervals": list(trainable.bank.intervals if diffusion else sampler.intervals)}
     return _save(WEIGHTS_NAMES[method], net, out, info, batch_size, crop, lr, p_uncond if diffusion else 0.0, holdout,

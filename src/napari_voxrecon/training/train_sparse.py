@@ -127,6 +127,8 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
             "date": datetime.date.today().isoformat(), "machine": _machine(next(net.parameters()).device),
         },
     }
+    if info.get("initialised_from"):
+        config["training"]["initialised_from"] = info["initialised_from"]
     ablation = ("" if info.get("slice_guidance", True) else
                 "**Unguided DDPM ablation** (no slice guidance: whole windows diffused, acquired planes enter "
                 "only by replacement at sampling). A benchmark baseline, not a model to use.\n\n")
@@ -134,7 +136,9 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
             f"{batch_size} windows ({crop}x{crop} crops) of {windows}, n in {info['intervals']}.\n\n"
             f"Training data: procedural phantoms (tubes, nuclei, membranes, puncta, mixed) and "
             f"{', '.join(info['real_volumes']) or 'no real volumes'} "
-            f"(last {holdout:.0%} of x held out).\n\nScores: see docs/benchmarks.md.\n")
+            f"(last {holdout:.0%} of x held out).\n\n"
+            + (f"Initialised from: {info['initialised_from']}.\n\n" if info.get("initialised_from") else "")
+            + "Scores: see docs/benchmarks.md.\n")
     return save_weights(out, net.state_dict(), config, card, overwrite=overwrite)
 
 
