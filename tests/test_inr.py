@@ -53,6 +53,27 @@ def test_inr_reports_fit_progress_on_the_plane_scale():
     assert fit and all(e.total == (sparse.shape[0] - 1) * 4 + 1 and e.done == 0 for e in fit)
 
 
+def test_inr_fit_streams_previews_that_converge_and_never_reach_the_sinks(monkeypatch):
+    """While it fits, the INR's current rendering comes as Preview events of the whole output
+    volume (in input units), getting closer to the final result; sinks never see them."""
+    from napari_voxrecon.engine import Preview
+    from napari_voxrecon.methods import inr_methods
+
+    monkeypatch.setattr(inr_methods, "PREVIEW_SECONDS", 0.0)
+    proj = simulate_projection(_volume(), 4)
+    job = lambda: Job("projection", proj, {"interval": 4, "iterations": 200}, method="inr", seed=2, device="cpu")
+    events = []
+    out = run_job(job(), on_event=events.append)["result"]
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) >= 3 and all(p.output == "result" and p.data.shape == out.shape for p in previews)
+    first, last = (float(np.mean((p.data - out) ** 2)) for p in (previews[0], previews[-1]))
+    assert last < first  # the fit moves toward its final rendering
+    monkeypatch.setattr(inr_methods, "PREVIEW_SECONDS", 1e9)
+    plain = []
+    assert np.array_equal(run_job(job(), on_event=plain.append)["result"], out)  # previews change nothing
+    assert not any(isinstance(e, Preview) for e in plain)
+
+
 def test_fourier_inr_and_neighbour_inference_run_and_keep_group_means():
     gt = _volume()[:, :16, :16]
     n = 4

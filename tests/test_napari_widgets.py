@@ -477,6 +477,34 @@ def test_orthoview_follows_contrast_and_new_layers(viewer, qtbot, two_layers):
     assert [c.sampler.layer.name for c in ortho.columns.values()] == ["truth", "third"]
 
 
+def test_inr_fit_is_shown_as_it_goes_and_final_planes_replace_it(viewer, qtbot, monkeypatch):
+    """The projection INR streams previews of its fit into the result layer before its planes;
+    the finished layer holds exactly the engine's result (no preview left behind)."""
+    from napari_voxrecon.engine import Job, run_job
+    from napari_voxrecon.methods import inr_methods
+
+    monkeypatch.setattr(inr_methods, "PREVIEW_SECONDS", 0.0)
+    proj = smooth_volume((4, 16, 16), seed=3) + 1.0
+    viewer.add_image(proj, name="proj")
+    widget = open_reconstruct(viewer)
+    widget.set_input("proj")
+    widget.task_combo.setCurrentText("projection")
+    widget.method_combo.setCurrentText("inr")
+    widget.set_params(interval=3, iterations=60)
+    shown = []
+    original = widget._write_preview
+
+    def record(event):
+        original(event)
+        shown.append((len(widget.written["result"]), float(np.abs(widget.outputs["result"].data).max())))
+
+    widget._write_preview = record
+    assert run_and_wait(qtbot, widget) == "done"
+    assert shown and all(done == 0 and peak > 0 for done, peak in shown)  # previews came before any final plane
+    expected = run_job(Job("projection", proj, {"interval": 3, "iterations": 60}, method="inr", seed=widget.seed_spin.value(), device="cpu"))["result"]
+    np.testing.assert_array_equal(widget.outputs["result"].data, expected)
+
+
 def test_microdiffusion_run_shows_prior_result_and_uncertainty_layers(viewer, qtbot, tmp_path):
     """The projection task's diffusion method: INR fit, then prior, result and uncertainty
     layers filled group by group; the result keeps every projection exactly."""

@@ -37,4 +37,14 @@ class SliceResult:
     output: str = "result"
 
 
-Event = Progress | Notice | SliceResult
+@dataclass(frozen=True)
+class Preview:
+    """A provisional whole volume of an output (e.g. an INR's rendering while it is still being
+    fitted), for viewers to show until that output's final planes arrive. Sinks ignore it:
+    nothing provisional is ever written to a file."""
+
+    data: np.ndarray
+    output: str = "result"
+
+
+Event = Progress | Notice | SliceResult | Preview

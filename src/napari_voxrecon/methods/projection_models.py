@@ -1,9 +1,10 @@
 """Learned methods of the ``projection`` task: ``unet`` (regression) and ``microdiffusion``.
 
 Both run ``models.projection_models.reconstruct_projection`` group by group. ``microdiffusion``
-first fits the per-stack INR to the projections (the ``inr`` method's fit, reported as it goes),
-streams its rendering as the ``prior`` output, then samples every group with the prior mixed
-into the diffusion state (eq. 9).
+first fits the per-stack INR to the projections (the ``inr`` method's fit, reported as it goes,
+with ``Preview`` volumes of the ``prior`` output every few seconds), streams its final rendering
+as the ``prior`` output, then samples every group with the prior mixed into the diffusion state
+(eq. 9).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def _inr_prior(ctx) -> Iterator[Any]:
     import numpy as np
 
     from ..models.inr import fit_projection, render_output_plane
-    from ..normalize import normalize, percentile_range
+    from ..normalize import denormalize, normalize, percentile_range
     from .inr_methods import _fit_events
 
     proj, n = ctx.volume, ctx.params["interval"]
     lo, hi = percentile_range(proj)
-    inr = yield from _fit_events(fit_projection, normalize(proj, lo, hi), ctx)
+    inr = yield from _fit_events(fit_projection, normalize(proj, lo, hi), ctx, ("prior", lambda v: denormalize(v, lo, hi)))
     m, h, w = proj.shape
     depth = m * n
 

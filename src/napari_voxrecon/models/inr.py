@@ -21,7 +21,7 @@ positions of a group width centred on it (paper eq. 3, "neighbouring-based infer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -97,6 +97,8 @@ class FitReport:
     iteration: int
     total: int
     loss: float
+    #: The model being fitted (for previews of its current rendering; do not train it elsewhere).
+    model: Any = None
 
 
 def _axis(size: int, device: torch.device | str, align_corners: bool = True) -> torch.Tensor:
@@ -126,9 +128,9 @@ def _fit(model: GridINR, batch_loss: Callable[[torch.Generator], torch.Tensor], 
         if it % 25 == 0 or it == iterations - 1:
             if check_cancel is not None:
                 check_cancel()
-            yield FitReport(it + 1, iterations, value)
+            yield FitReport(it + 1, iterations, value, model)
         if it - best_it > patience:
-            yield FitReport(it + 1, it + 1, value)
+            yield FitReport(it + 1, it + 1, value, model)
             return
 
 

@@ -51,7 +51,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.cancel import CancelToken
 from ..engine.device import DEVICES
-from ..engine.events import Notice, Progress, SliceResult
+from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
 from ._signals import disconnect_all
@@ -810,6 +810,8 @@ class ReconstructWidget(QWidget):
     def _on_event(self, event: Any) -> None:
         if isinstance(event, SliceResult):
             self._write_slice(event)
+        elif isinstance(event, Preview):
+            self._write_preview(event)
         elif isinstance(event, Progress):
             self._pending_progress = (event.done, event.total, event.message)
             self._schedule_ui()
@@ -878,6 +880,25 @@ class ReconstructWidget(QWidget):
             self._follow_z = float(layer.translate[0] + event.z * layer.scale[0])
         self._schedule_ui()  # ... and on screen within one UI tick
         self.slice_written.emit(event.output, int(event.z))
+
+    def _write_preview(self, event: Preview) -> None:
+        """Show a provisional volume (e.g. the INR while it is fitted) in the planes of its
+        output that are not final yet; planes already final stay."""
+        layer = self.outputs.get(event.output)
+        if layer is None or tuple(event.data.shape) != tuple(layer.data.shape):
+            return
+        final = set(self.written[event.output])
+        if final:
+            keep = np.array(sorted(final))
+            saved = layer.data[keep].copy()
+            layer.data[...] = event.data
+            layer.data[keep] = saved
+        else:
+            layer.data[...] = event.data
+        if event.output not in INTENSITY_OUTPUTS:
+            self._widen_contrast(layer, event.data)
+        self._dirty.add(event.output)
+        self._schedule_ui()
 
     def _schedule_ui(self) -> None:
         if not self._ui_timer.isActive():
