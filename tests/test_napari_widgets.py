@@ -530,3 +530,25 @@ def test_microdiffusion_run_shows_prior_result_and_uncertainty_layers(viewer, qt
     # the prior is in intensity units: shown like the input (and the result), not re-scaled
     assert tuple(prior.contrast_limits) == tuple(widget.outputs["result"].contrast_limits)
     assert prior.colormap.name == widget.outputs["result"].colormap.name
+
+
+def test_restore_dit_run_streams_result_and_uncertainty_on_the_output_grid(viewer, qtbot, tmp_path):
+    """The restore task's diffusion transformer in the widget: weights from a folder, K samples,
+    result and uncertainty layers on the upsampled grid (input voxel size / factors)."""
+    from napari_voxrecon.training.train_restore import train_restore
+
+    weights = train_restore("dit", [], str(tmp_path / "dit"), steps=2, batch_size=1, crop=16, depth=6, dim=16, blocks=1,
+                            heads=2, phantom_pool=1, phantom_shape=(8, 16, 16), log=lambda m: None, threads=1)
+    lq = smooth_volume((4, 16, 16), seed=2)
+    viewer.add_image(lq, name="lq", scale=(2.0, 0.5, 0.5))
+    widget = open_reconstruct(viewer)
+    widget.set_input("lq")
+    widget.task_combo.setCurrentText("restore")
+    widget.method_combo.setCurrentText("dit")
+    widget.set_params(axial_factor=3, samples=2, steps=1, tile=32, weights=str(weights))
+    assert run_and_wait(qtbot, widget) == "done"
+    assert set(widget.outputs) == {"result", "uncertainty"}
+    result = widget.outputs["result"]
+    assert result.data.shape == (12, 16, 16) and np.isfinite(result.data).all()
+    np.testing.assert_allclose(result.scale[-3:], (2.0 / 3, 0.5, 0.5))
+    assert widget.outputs["uncertainty"].data.max() > 0

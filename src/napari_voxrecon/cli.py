@@ -236,8 +236,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.train_sparse import export_checkpoint, train_sparse
 
-    if args.export_only and (args.task == "projection" or args.model == "microdiffusion"):
-        raise VoxreconError("--export-only is for the sparse models; a projection run writes its weights when it ends (--max-minutes).")
+    if args.export_only and (args.task in ("projection", "restore") or args.model in ("microdiffusion", "care", "dit")):
+        raise VoxreconError("--export-only is for the sparse models; a projection or restore run writes its weights when it ends (--max-minutes).")
     if args.export_only:
         if not (args.checkpoint_dir and args.output):
             raise VoxreconError("--export-only needs --checkpoint-dir and --output.")
@@ -249,9 +249,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("give -o/--output (where the weights go) or --checkpoint-dir, or the training is lost.")
     if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.overwrite:
         raise VoxreconError(f"{args.output} exists and is not empty; pass --overwrite or choose another folder (checked before training).")
-    task = args.task or ("projection" if args.model == "microdiffusion" else "sparse")
-    if args.model not in {"sparse": ("sparse3diff", "unet"), "projection": ("unet", "microdiffusion")}[task]:
-        raise VoxreconError(f"there is no {args.model} model for task {task}: sparse has sparse3diff and unet, projection has microdiffusion and unet.")
+    task = args.task or {"microdiffusion": "projection", "care": "restore", "dit": "restore"}.get(args.model, "sparse")
+    if args.model not in {"sparse": ("sparse3diff", "unet"), "projection": ("unet", "microdiffusion"), "restore": ("care", "dit")}[task]:
+        raise VoxreconError(f"there is no {args.model} model for task {task}: sparse has sparse3diff and unet, "
+                            "projection has microdiffusion and unet, restore has dit and care.")
+    if args.degradation and task != "restore":
+        raise VoxreconError("--degradation applies to the restore models (care, dit) only.")
+    if task == "restore":
+        from .training.train_restore import train_restore
+
+        if args.no_slice_guidance:
+            raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
+        if args.p_terminal is not None and args.model != "dit":
+            raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion, dit) only.")
+        folder = train_restore(
+            args.model, args.data, args.output, degradation=args.degradation or "axial4", steps=args.steps,
+            batch_size=args.batch_size, crop=args.crop, lr=args.lr, holdout=args.holdout, phantom_fraction=args.phantom_fraction,
+            channels=tuple(args.channels) if args.channels else (16, 32, 64), checkpoint_dir=args.checkpoint_dir,
+            device=args.device, threads=args.threads, seed=args.seed, overwrite=args.overwrite,
+            log=lambda m: print(m, flush=True), max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+            phantom_pool=args.phantom_pool, phantom_workers=args.phantom_workers, init=args.init,
+            p_terminal=0.1 if args.p_terminal is None else args.p_terminal,
+            **({"dim": args.dim} if args.dim else {}), **({"blocks": args.blocks} if args.blocks else {}))
+        if folder is not None:
+            print(f"wrote weights to {folder}")
+        return 0
     if task == "projection":
         from .training.train_projection import train_projection
 
@@ -261,7 +283,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion) only.")
         folder = train_projection(
             args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-            holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
+            holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels or (24, 48, 96)),
             checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
             overwrite=args.overwrite, log=lambda m: print(m, flush=True),
             max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
@@ -271,7 +293,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     folder = train_sparse(
         args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels),
+        holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels or (24, 48, 96)),
         checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
         overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
@@ -409,8 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # train
     p = sub.add_parser("train", help="train a model from volumes (TIFF/zarr) and procedural phantoms")
-    p.add_argument("model", choices=["sparse3diff", "unet", "microdiffusion"], help="the model to train")
-    p.add_argument("--task", choices=["sparse", "projection"], help="task of the model (default: sparse; microdiffusion: projection)")
+    p.add_argument("model", choices=["sparse3diff", "unet", "microdiffusion", "care", "dit"], help="the model to train")
+    p.add_argument("--task", choices=["sparse", "projection", "restore"],
+                   help="task of the model (default: sparse; microdiffusion: projection; care, dit: restore)")
+    p.add_argument("--degradation", choices=["axial4", "denoise", "pretrain"],
+                   help="restore models: what to restore (default axial4: x4 axial super-resolution with mild noise; "
+                        "pretrain: mixed factors, noise and block masking)")
     p.add_argument("--data", nargs="*", default=[], help="real training volumes; the last --holdout fraction of x is kept out")
     p.add_argument("-o", "--output", help="folder for the trained weights (safetensors + config.json + card)")
     p.add_argument("--steps", type=int, default=2000)
@@ -419,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--holdout", type=float, default=0.375, help="fraction of x of each real volume kept out of training")
     p.add_argument("--phantom-fraction", type=float, default=0.5, help="share of windows drawn from phantoms")
-    p.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96], help="U-Net widths per level (the shipped weights: 24 48 96)")
+    p.add_argument("--channels", type=int, nargs="+", help="U-Net widths per level (default 24 48 96; care: 16 32 64)")
+    p.add_argument("--dim", type=int, help="dit: token width (default 128)")
+    p.add_argument("--blocks", type=int, help="dit: transformer blocks (default 6)")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long; the learning rate decays to fit")
     p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")

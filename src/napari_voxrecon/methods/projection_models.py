@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from ..engine.events import Notice, SliceResult
+from ..engine.events import SliceResult
 from ..engine.registry import Method, Param, register
 from .inr_methods import ITERATIONS, NEIGHBOUR
-from .sparse_models import PRECISION, TILE, WEIGHTS, build_model
+from .sparse_models import PRECISION, TILE, WEIGHTS, build_model, run_learned
 
 CONSISTENCY = Param("consistency", bool, True, "correct each group so its mean equals the measured projection exactly (no negative intensities created)")
 
@@ -50,18 +50,14 @@ def _inr_prior(ctx) -> Iterator[Any]:
 
 
 def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
-    import torch
-
-    from ..engine.device import is_out_of_memory, use_bf16
-    from ..models.loading import load_model
+    from ..engine.device import use_bf16
     from ..models.projection_models import reconstruct_projection
     from ..normalize import denormalize
 
-    spec = ctx.method
-    device = ctx.device
-    model = load_model(spec.weights_method, ctx.params["weights"], device)
     cache: dict[int, Any] = {}
     prior_fn: Callable[[int, Any], Any] | None = None
+    after_plane = None
+    n = ctx.params["interval"]
     if with_prior:
         inr_prior, (lo, hi) = yield from _inr_prior(ctx)
 
@@ -69,31 +65,17 @@ def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
             cache[k] = inr_prior(k)
             return cache[k]
 
+        def after_plane(z: int) -> Iterator[Any]:
+            yield SliceResult(z, denormalize((cache[z // n][z % n] + 1) / 2, lo, hi), "prior")
+
         prior_fn = render_prior
 
-    torch.manual_seed(ctx.seed)
-    done: set[int] = set(ctx.skip)
-    n = ctx.params["interval"]
-    while True:
-        try:
-            for z, plane, sd in reconstruct_projection(model, ctx.volume, n, prior_fn=prior_fn, skip=frozenset(done), seed=ctx.seed,
-                                                       consistency=ctx.params["consistency"], check_cancel=ctx.check_cancel,
-                                                       tile=ctx.params["tile"], bf16=use_bf16(device, ctx.params["precision"]), **fill_kw):
-                done.add(z)
-                yield SliceResult(z, plane)
-                if with_prior:
-                    yield SliceResult(z, denormalize((cache[z // n][z % n] + 1) / 2, lo, hi), "prior")
-                if sd is not None:
-                    yield SliceResult(z, sd, "uncertainty")
-            return
-        except RuntimeError as err:
-            if device == "cpu" or not is_out_of_memory(err):
-                raise
-            yield Notice(f"the GPU ran out of memory ({device}); continuing on the CPU (slower). "
-                         "A smaller --tile keeps the next run on the GPU.", "warning")
-            device = "cpu"
-            torch.cuda.empty_cache()
-            model = load_model(spec.weights_method, ctx.params["weights"], "cpu")
+    def planes(model: Any, device: str, done: frozenset[int]) -> Iterator[Any]:
+        return reconstruct_projection(model, ctx.volume, n, prior_fn=prior_fn, skip=done, seed=ctx.seed,
+                                      consistency=ctx.params["consistency"], check_cancel=ctx.check_cancel,
+                                      tile=ctx.params["tile"], bf16=use_bf16(device, ctx.params["precision"]), **fill_kw)
+
+    yield from run_learned(ctx, ctx.method.weights_method, planes, after_plane)
 
 
 def _run_microdiffusion(ctx) -> Iterator[Any]:

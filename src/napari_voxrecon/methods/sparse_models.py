@@ -6,7 +6,7 @@ acquired planes are yielded bit-exact at once, each gap's n-1 planes as soon as 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..engine.events import Notice, SliceResult
 from ..engine.registry import Method, Param, register
@@ -21,7 +21,8 @@ def build_model(network_cls: Any, model_cls: Any, state: dict, config: dict, dev
     from ..diffusion.schedule import VPSchedule
 
     arch = dict(config["architecture"])
-    arch["channels"] = tuple(arch["channels"])
+    if "channels" in arch:
+        arch["channels"] = tuple(arch["channels"])
     net = network_cls(**arch)
     net.load_state_dict(state)
     net.eval().to(device)
@@ -37,26 +38,30 @@ def _build(state: dict, config: dict, device: str) -> Any:
     return build_model(SparseWindowNet, SparseModel, state, config, device, slice_guidance=bool(config.get("slice_guidance", True)))
 
 
-def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
+def run_learned(ctx, weights_method: str, planes: Callable[[Any, str, frozenset[int]], Iterator[tuple[int, Any, Any]]],
+                after_plane: Callable[[int], Iterator[Any]] | None = None, weights: str | None = None) -> Iterator[Any]:
+    """The run loop of every learned method: load the model, stream ``planes(model, device,
+    done) -> (z, plane, std or None)`` as SliceResults (std as the "uncertainty" output, then
+    whatever ``after_plane(z)`` yields), and on a GPU out-of-memory error continue on the CPU
+    with the planes not done yet, announced by a Notice (the one fallback allowed). ``weights``
+    defaults to the job's weights parameter."""
     import torch
 
-    from ..engine.device import is_out_of_memory, use_bf16
+    from ..engine.device import is_out_of_memory
     from ..models.loading import load_model
-    from ..models.sparse3diff import reconstruct_sparse
 
-    method = ctx.method.name
     device = ctx.device
-    model = load_model(method, ctx.params["weights"], device)
+    weights = ctx.params["weights"] if weights is None else weights
+    model = load_model(weights_method, weights, device)
     torch.manual_seed(ctx.seed)
     done: set[int] = set(ctx.skip)
-    n = ctx.params["interval"]
     while True:
         try:
-            for z, plane, sd in reconstruct_sparse(model, ctx.volume, n, skip=frozenset(done), seed=ctx.seed,
-                                                   check_cancel=ctx.check_cancel, tile=ctx.params["tile"],
-                                                   bf16=use_bf16(device, ctx.params["precision"]), **fill_kw):
+            for z, plane, sd in planes(model, device, frozenset(done)):
                 done.add(z)
                 yield SliceResult(z, plane)
+                if after_plane is not None:
+                    yield from after_plane(z)
                 if sd is not None:
                     yield SliceResult(z, sd, "uncertainty")
             return
@@ -67,7 +72,19 @@ def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
                          "A smaller --tile keeps the next run on the GPU.", "warning")
             device = "cpu"
             torch.cuda.empty_cache()
-            model = load_model(method, ctx.params["weights"], "cpu")
+            model = load_model(weights_method, weights, "cpu")
+
+
+def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
+    from ..engine.device import use_bf16
+    from ..models.sparse3diff import reconstruct_sparse
+
+    def planes(model: Any, device: str, done: frozenset[int]) -> Iterator[Any]:
+        return reconstruct_sparse(model, ctx.volume, ctx.params["interval"], skip=done, seed=ctx.seed,
+                                  check_cancel=ctx.check_cancel, tile=ctx.params["tile"],
+                                  bf16=use_bf16(device, ctx.params["precision"]), **fill_kw)
+
+    yield from run_learned(ctx, ctx.method.name, planes)
 
 
 def _run_diffusion(ctx) -> Iterator[Any]:

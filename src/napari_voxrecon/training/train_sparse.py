@@ -105,7 +105,7 @@ def _machine(device: torch.device) -> str:
 
 def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr: float, p_uncond: float,
           holdout: float, overwrite: bool, task: str = "sparse", residual_scale: float | None = None,
-          windows: str = "n+1 planes") -> Path:
+          windows: str = "n+1 planes", extra_config: dict | None = None, card_note: str = "") -> Path:
     """Save EMA weights with config.json and a model card (every trained model of the package)."""
     from ..models.sparse3diff import RESIDUAL_SCALE
     from ..weights import save_weights
@@ -116,7 +116,6 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
         "architecture": net.config,
         "residual_scale": RESIDUAL_SCALE if residual_scale is None else residual_scale,
         "schedule": {"kind": "cosine", "zero_terminal_snr": True},
-        "slice_guidance": info.get("slice_guidance", True),
         "training": {
             "steps": info["steps"], "batch_size": batch_size, "crop": crop, "lr": lr, "p_uncond": p_uncond,
             "p_terminal": info.get("p_terminal", 0.0),
@@ -127,12 +126,15 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
             "date": datetime.date.today().isoformat(), "machine": _machine(next(net.parameters()).device),
         },
     }
+    if task == "sparse":
+        config["slice_guidance"] = info.get("slice_guidance", True)
     if info.get("initialised_from"):
         config["training"]["initialised_from"] = info["initialised_from"]
+    config.update(extra_config or {})
     ablation = ("" if info.get("slice_guidance", True) else
                 "**Unguided DDPM ablation** (no slice guidance: whole windows diffused, acquired planes enter "
                 "only by replacement at sampling). A benchmark baseline, not a model to use.\n\n")
-    card = (f"# {method} weights (task `{task}`)\n\n{ablation}EMA weights after {info['steps']} steps of "
+    card = (f"# {method} weights (task `{task}`)\n\n{ablation}{card_note}EMA weights after {info['steps']} steps of "
             f"{batch_size} windows ({crop}x{crop} crops) of {windows}, n in {info['intervals']}.\n\n"
             f"Training data: procedural phantoms (tubes, nuclei, membranes, puncta, mixed) and "
             f"{', '.join(info['real_volumes']) or 'no real volumes'} "

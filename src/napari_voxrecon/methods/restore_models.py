@@ -1,0 +1,90 @@
+"""Learned methods of the ``restore`` task: ``care`` (3D U-Net) and ``dit`` (MicroDiffuse3D-style
+diffusion transformer). Both run ``models.restore_models.reconstruct_restore``: axial slabs and
+lateral tiles of the trilinear upsampling, restored and blended, planes streamed in z order.
+
+Default weights depend on the job: at axial factor 1 the embedded ``<method>-denoise`` weights,
+otherwise ``<method>-axial4`` (trained for x4 axial super-resolution with mild noise).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..engine.registry import Method, Param, register
+from .sparse_models import PRECISION, build_model, run_learned
+
+WEIGHTS = Param("weights", str, "default",
+                "weights: 'default' (embedded: <method>-denoise at axial factor 1, <method>-axial4 otherwise), an embedded name, "
+                "a local folder, or a Hub repo id org/name[@revision]")
+TILE = Param("tile", int, 128, "lateral tile size in pixels (tiles overlap by 16 and are blended; 16-plane axial slabs overlap by 4)",
+             min=32, max=4096)
+
+
+def default_weights_name(method: str, axial_factor: int) -> str:
+    """The embedded weights a restore job uses when it is given 'default'."""
+    return f"{method}-{'denoise' if axial_factor == 1 else 'axial4'}"
+
+
+def _build(state: dict, config: dict, device: str) -> Any:
+    from ..models.restore_dit import RestoreDiT
+    from ..models.restore_models import CareNet, RestoreModel
+
+    net_cls = RestoreDiT if config["method"] == "dit" else CareNet
+    return build_model(net_cls, RestoreModel, state, config, device)
+
+
+def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
+    from ..engine.device import use_bf16
+    from ..models.restore_models import reconstruct_restore
+
+    p = ctx.params
+    weights = default_weights_name(ctx.method.name, p["axial_factor"]) if p["weights"] in ("default", "") else p["weights"]
+
+    def planes(model: Any, device: str, done: frozenset[int]) -> Iterator[Any]:
+        return reconstruct_restore(model, ctx.volume, p["axial_factor"], p["lateral_factor"], skip=done, seed=ctx.seed,
+                                   check_cancel=ctx.check_cancel, tile=p["tile"],
+                                   bf16=use_bf16(device, p["precision"]), **fill_kw)
+
+    yield from run_learned(ctx, ctx.method.name, planes, weights=weights)
+
+
+def _run_dit(ctx) -> Iterator[Any]:
+    p = ctx.params
+    yield from _run(ctx, dict(steps=p["steps"], sampler=p["sampler"], samples=p["samples"]))
+
+
+def _run_care(ctx) -> Iterator[Any]:
+    yield from _run(ctx, {})
+
+
+def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
+    return ("result", "uncertainty") if params.get("samples", 1) > 1 else ("result",)
+
+
+def _register() -> None:
+    from ..models.loading import BUILDERS
+
+    BUILDERS["care"] = _build
+    BUILDERS["dit"] = _build
+    register(Method(
+        "restore", "dit",
+        "MicroDiffuse3D-style diffusion transformer with decomposed lateral/axial attention (trained model)",
+        _run_dit,
+        params=(
+            WEIGHTS,
+            Param("steps", int, 2, "sampling steps", min=1, max=1000),
+            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            Param("samples", int, 2, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
+            TILE,
+            PRECISION,
+        ),
+        outputs=_outputs, uses_weights=True, uses_torch=True,
+    ))
+    register(Method(
+        "restore", "care",
+        "CARE-like 3D U-Net regression (residual over trilinear upsampling; trained model)",
+        _run_care, params=(WEIGHTS, TILE, PRECISION), uses_weights=True, uses_torch=True,
+    ))
+
+
+_register()

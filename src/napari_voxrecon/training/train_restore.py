@@ -1,0 +1,109 @@
+"""Training of the ``restore`` models (``care`` and ``dit``) on the one training loop.
+
+Windows of ``depth`` consecutive planes come from the same base data as the other models
+(phantoms + the training part of real volumes, ``build_window_sampler``); each is degraded on
+the fly into its low-quality twin (``restore_pairs``: ``pretrain`` mixes factors, noise levels
+and block masking; ``axial4`` and ``denoise`` are the two shipped fine-tuning tasks). Saved like
+every model: EMA weights, config.json (with the degradation it was trained for), model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .loop import TrainConfig, train
+from .restore_pairs import DEGRADATIONS
+from .train_sparse import _save, build_window_sampler
+
+RESTORE_METHODS = ("care", "dit")
+
+
+def build_restore_network(method: str, channels: Sequence[int] = (16, 32, 64), dim: int = 128, blocks: int = 6,
+                          heads: int = 4, patch: int = 4) -> torch.nn.Module:
+    from ..models.restore_dit import RestoreDiT
+    from ..models.restore_models import CareNet
+
+    if method == "care":
+        return CareNet(tuple(channels))
+    if method == "dit":
+        return RestoreDiT(dim=dim, depth=blocks, heads=heads, patch=patch)
+    raise ValueError(f"no restore trainer for {method!r} (have {', '.join(RESTORE_METHODS)})")
+
+
+def train_restore(method: str, data: Sequence[str], out: str | None, *, degradation: str = "axial4", steps: int = 2000,
+                  batch_size: int = 4, crop: int = 64, depth: int = 16, lr: float = 2e-4, holdout: float = 0.375,
+                  phantom_fraction: float = 0.5, channels: Sequence[int] = (16, 32, 64), dim: int = 128, blocks: int = 6,
+                  heads: int = 4, patch: int = 4, checkpoint_dir: str | None = None, device: str = "auto",
+                  threads: int | None = None, seed: int = 0, overwrite: bool = False, log: Callable[[str], None] = print,
+                  should_stop: Callable[[], bool] | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
+                  phantom_workers: int = 0, init: str | None = None, p_terminal: float = 0.1,
+                  phantom_shape: tuple[int, int, int] = (40, 96, 96)) -> Path | None:
+    """Train ``care`` or ``dit`` for ``degradation`` (a key of ``DEGRADATIONS``); returns the weights folder.
+
+    ``init``: weights of the same method to start from (e.g. pre-trained weights for a fine-tuning run).
+    """
+    from ..errors import VoxreconError
+    from ..models.restore_models import RESTORE_RESIDUAL_SCALE, RestoreDiffusionTrainable, RestoreRegressionTrainable
+
+    if degradation not in DEGRADATIONS:
+        raise VoxreconError(f"unknown degradation {degradation!r}: choose {', '.join(DEGRADATIONS)}")
+    deg = DEGRADATIONS[degradation]
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    net = build_restore_network(method, channels, dim, blocks, heads, patch)
+    previous_steps, previous_seconds, initialised_from = 0, 0.0, None
+    if init is not None:
+        from ..weights import load_weights
+
+        state, config, folder = load_weights(init, method)
+        arch = dict(config["architecture"])
+        net = build_restore_network(method, arch.get("channels", channels), arch.get("dim", dim), arch.get("depth", blocks),
+                                    arch.get("heads", heads), arch.get("patch", patch))
+        net.load_state_dict(state)
+        previous_steps = int(config.get("training", {}).get("steps", 0))
+        previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
+        initialised_from = f"{method} weights {folder.name} ({config.get('restore_degradation', '?')}, {previous_steps} steps)"
+        log(f"initialised from {initialised_from}")
+    sampler = build_window_sampler(data, holdout, crop, phantom_fraction, intervals=(depth - 1,), phantom_shape=phantom_shape,
+                                   phantom_pool=phantom_pool, seed=seed, phantom_workers=phantom_workers)
+    diffusion = method == "dit"
+    if diffusion:
+        trainable = RestoreDiffusionTrainable(net, sampler, deg, batch_size=batch_size, depth=depth, p_terminal=p_terminal)
+    else:
+        trainable = RestoreRegressionTrainable(net, sampler, deg, batch_size=batch_size, depth=depth)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed, checkpoint_dir=checkpoint_dir,
+                      threads=threads, max_seconds=max_seconds,
+                      extra={"crop": crop, "depth": depth, "holdout": holdout, "degradation": degradation, "task": "restore",
+                             "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction})
+    n_params = sum(p.numel() for p in net.parameters())
+    log(f"training restore {method} ({degradation}): {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
+        f"{steps} steps of {batch_size} x {depth} x {crop}^2 windows")
+
+    def on_log(state, info) -> None:
+        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
+
+    try:
+        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
+    finally:
+        sampler.close()
+    if out is None:
+        return None
+    ema.copy_to(net)
+    info = {"steps": previous_steps + state.step, "seconds": previous_seconds + state.seconds,
+            "windows_per_s": state.samples_per_s, "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
+            "phantom_fraction": sampler.phantom_fraction, "intervals": [], "initialised_from": initialised_from,
+            "p_terminal": p_terminal if diffusion else 0.0}
+    spec = asdict(deg)
+    note = (f"Trained for `{degradation}`: axial factors {list(deg.axial_factors)}, lateral factors "
+            f"{sorted(set(deg.lateral_factors))}, noise level {deg.noise[0]}-{deg.noise[1]}"
+            + (f", block masking of {deg.mask_ratio[0]:.0%}-{deg.mask_ratio[1]:.0%} of the input with probability {deg.mask_prob}"
+               if deg.mask_prob else "") + ".\n\n")
+    return _save(method, net, out, info, batch_size, crop, lr, 0.0, holdout, overwrite, task="restore",
+                 residual_scale=RESTORE_RESIDUAL_SCALE, windows=f"{depth} planes",
+                 extra_config={"restore_degradation": degradation, "degradation": spec, "slab_depth": depth},
+                 card_note=note)

@@ -1,0 +1,115 @@
+"""The learned methods of the `restore` task (`care`, `dit`) with tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_voxrecon.engine import Job, run_job
+from napari_voxrecon.simulate import simulate_restore
+
+
+def _volume() -> np.ndarray:
+    from napari_voxrecon.simulate.phantoms import make_phantom
+
+    return (make_phantom((24, 40, 40), kind="nuclei", seed=1, voxel_size=(0.5, 0.25, 0.25)) * 1000 + 50).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Both models trained a few steps on phantoms."""
+    from napari_voxrecon.training.train_restore import train_restore
+
+    root = tmp_path_factory.mktemp("restore_weights")
+    return {m: str(train_restore(m, [], str(root / m), steps=3, batch_size=2, crop=32, depth=8, channels=(8, 16),
+                                 dim=32, blocks=2, heads=2, phantom_pool=2, phantom_shape=(12, 40, 40),
+                                 log=lambda s: None, threads=2))
+            for m in ("care", "dit")}
+
+
+def _run(method, lq, weights, a=4, **params):
+    job = Job("restore", lq, {"axial_factor": a, "weights": weights[method], **params}, method=method, seed=5, device="cpu")
+    return run_job(job)
+
+
+def test_weights_record_the_restore_task_and_degradation(weights):
+    for method in ("care", "dit"):
+        config = json.loads((__import__("pathlib").Path(weights[method]) / "config.json").read_text())
+        assert (config["method"], config["task"], config["restore_degradation"]) == (method, "restore", "axial4")
+        assert config["degradation"]["axial_factors"] == [4] and "slice_guidance" not in config
+
+
+@pytest.mark.parametrize("method", ["care", "dit"])
+def test_restore_output_grid_determinism_and_slab_seams(weights, method):
+    lq = simulate_restore(_volume(), 4, 1, 0.05, seed=0)
+    out = _run(method, lq, weights, tile=32, samples=2) if method == "dit" else _run(method, lq, weights, tile=32)
+    res = out["result"]
+    assert res.shape == (lq.shape[0] * 4, 40, 40) and np.isfinite(res).all()
+    again = _run(method, lq, weights, tile=32, samples=2) if method == "dit" else _run(method, lq, weights, tile=32)
+    np.testing.assert_array_equal(again["result"], res)
+    if method == "dit":
+        assert out["uncertainty"].shape == res.shape and (out["uncertainty"] >= 0).all()
+
+
+def test_untrained_care_returns_the_trilinear_upsampling_through_slabs_and_tiles():
+    """The zero-initialised output layer predicts no residual: whatever the slab and tile
+    layout, blending must give back exactly the trilinear baseline (no seams, no shift)."""
+    from napari_voxrecon.models.restore_models import CareNet, RestoreModel, reconstruct_restore
+
+    lq = simulate_restore(_volume(), 3, 1, 0.05, seed=1)
+    model = RestoreModel(CareNet((8, 16)).eval())
+    planes = dict((z, p) for z, p, _ in reconstruct_restore(model, lq, 3, 1, depth=8, z_overlap=3, tile=32, overlap=8))
+    got = np.stack([planes[z] for z in sorted(planes)])
+    expected = run_job(Job("restore", lq, {"axial_factor": 3}, method="trilinear"))["result"]
+    assert sorted(planes) == list(range(expected.shape[0]))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3 * float(np.ptp(expected)))
+
+
+def test_decomposed_attention_mixes_planes_and_patches_and_matches_full_attention_shapes():
+    from napari_voxrecon.models.restore_dit import RestoreDiT
+
+    torch.manual_seed(0)
+    net = RestoreDiT(dim=32, depth=2, heads=2, patch=4)
+    for p in net.parameters():  # leave adaLN-Zero's identity start so information can flow
+        torch.nn.init.normal_(p, std=0.05)
+    lq, mask, t = torch.zeros(1, 6, 16, 16), torch.ones(1, 6, 16, 16), torch.full((1,), 0.5)
+    state = torch.zeros(1, 6, 16, 16)
+    base = net(state, lq, mask, t)
+    bumped = lq.clone()
+    bumped[0, 0, 0, 0] = 1.0  # one voxel of the first plane, first patch
+    diff = (net(state, bumped, mask, t) - base).abs()
+    assert diff[0, 5].max() > 0  # reaches the last plane (axial attention) ...
+    assert diff[0, 0, 12:, 12:].max() > 0  # ... and the far patch of the plane (lateral attention)
+    full = RestoreDiT(dim=32, depth=2, heads=2, patch=4, attention="full")
+    assert full(state, lq, mask, t).shape == base.shape
+
+
+def test_training_pairs_mask_blocks_and_keep_the_task_geometry():
+    from napari_voxrecon.training.restore_pairs import DEGRADATIONS, Degradation, make_pair
+
+    rng = np.random.default_rng(0)
+    # constant along z: axial blur, subsampling and trilinear upsampling give it back exactly,
+    # so input and target must agree voxel for voxel (same grid, same intensity mapping)
+    window = np.repeat(np.linspace(-1, 1, 16 * 16, dtype=np.float32).reshape(1, 16, 16), 9, axis=0)
+    up, mask, target = make_pair(window, Degradation((4,), (1,), (0.0, 0.0)), rng)
+    assert up.shape == target.shape == (9, 16, 16) and mask.min() == 1
+    np.testing.assert_allclose(up, target, atol=1e-5)
+    assert target.min() < -0.99 and target.max() > 0.99  # mapped by the input's own percentiles
+    deg = DEGRADATIONS["pretrain"]
+    masked = [make_pair(window, Degradation((1,), (1,), (0.0, 0.0), mask_prob=1.0), rng)[1] for _ in range(5)]
+    hidden = [1 - m.mean() for m in masked]
+    assert all(0.4 < h < 0.85 for h in hidden) and deg.mask_prob == 0.9
+
+
+def test_restore_models_train_from_the_cli(tmp_path, capsys):
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import write_volume
+
+    write_volume(tmp_path / "gt.tif", _volume())
+    out = tmp_path / "care"
+    assert main(["train", "care", "--data", str(tmp_path / "gt.tif"), "-o", str(out), "--degradation", "denoise",
+                 "--steps", "2", "--batch-size", "2", "--crop", "32", "--channels", "8", "16", "--phantom-pool", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["restore_degradation"] == "denoise"
+    assert main(["train", "unet", "--degradation", "denoise", "-o", str(tmp_path / "x")]) != 0
+    assert "--degradation applies to the restore models" in capsys.readouterr().err
