@@ -80,6 +80,23 @@ def attention_cost(sizes: list[tuple[int, int, int]], dim: int, blocks: int, thr
     return lines
 
 
+def gflop_per_plane(method: str, weights: str, axial_factor: int) -> float:
+    """Network GFLOP per 256 x 256 output plane for one network call (torch's FLOP counter on a
+    16 x 128 x 128 slab, the default tile; slab and tile overlaps not counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_voxrecon.methods.restore_models import default_weights_name
+    from napari_voxrecon.models.loading import load_model
+
+    spec = default_weights_name(method, axial_factor) if weights == "default" else weights
+    net = load_model(method, spec, "cpu").network
+    x = torch.zeros(1, 16, 128, 128)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, x, torch.ones_like(x), torch.ones(1))
+    return counter.get_total_flops() / 1e9 / 16 * 4
+
+
 def xz_figure(views: dict[str, np.ndarray], path: str, gt: np.ndarray) -> None:
     """One PNG: the XZ section through the middle row of each volume, side by side, in the
     ground truth's 0.1-99.9 % window (z stretched 2x: the planes are 2x thicker than pixels)."""
@@ -162,6 +179,14 @@ def main() -> None:
                 if args.figure and setting == args.settings[0] and not figure_views.get(name):
                     figure_views.setdefault("truth", truth)
                     figure_views[name] = pred
+    lines.append("")
+    for setting in args.settings:
+        a = SETTINGS[setting][0][0]
+        for method in ("care", "dit"):
+            weights = getattr(args, method)
+            if weights != "none":
+                lines.append(f"{method} ({setting}): {gflop_per_plane(method, weights, a):.1f} GFLOP per 256 x 256 output plane "
+                             "per network call" + (f" (x {args.steps} steps x {args.samples} samples for the K-sample row)" if method == "dit" else "") + ".")
     if args.attention_cost:
         lines += ["", f"**Attention cost** (one forward pass of a dit network, width {args.attention_dim}, 6 blocks, "
                   f"patch 4, {args.threads} threads):", ""]

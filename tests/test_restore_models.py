@@ -113,3 +113,12 @@ def test_restore_models_train_from_the_cli(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["restore_degradation"] == "denoise"
     assert main(["train", "unet", "--degradation", "denoise", "-o", str(tmp_path / "x")]) != 0
     assert "--degradation applies to the restore models" in capsys.readouterr().err
+
+
+def test_missing_default_restore_weights_say_how_to_get_them(monkeypatch):
+    from napari_voxrecon import weights as weights_module
+    from napari_voxrecon.errors import VoxreconError
+
+    monkeypatch.setattr(weights_module, "embedded_names", lambda: [])
+    with pytest.raises(VoxreconError, match="voxrecon train care --degradation denoise"):
+        run_job(Job("restore", simulate_restore(_volume(), 1, 1, 0.1), {"axial_factor": 1}, method="care", device="cpu"))

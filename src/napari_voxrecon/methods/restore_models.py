@@ -37,8 +37,19 @@ def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
     from ..engine.device import use_bf16
     from ..models.restore_models import reconstruct_restore
 
+    from ..errors import VoxreconError
+    from ..weights import embedded_names
+
     p = ctx.params
-    weights = default_weights_name(ctx.method.name, p["axial_factor"]) if p["weights"] in ("default", "") else p["weights"]
+    weights = p["weights"]
+    if weights in ("default", ""):
+        weights = default_weights_name(ctx.method.name, p["axial_factor"])
+        if weights not in embedded_names():
+            kind = weights.split("-", 1)[1]
+            raise VoxreconError(
+                f"this installation has no embedded {ctx.method.name} weights for this job ({weights}); train them with "
+                f"`voxrecon train {ctx.method.name} --degradation {kind} --data VOLUMES -o FOLDER` and pass --weights FOLDER "
+                "(or a Hub repo id).")
 
     def planes(model: Any, device: str, done: frozenset[int]) -> Iterator[Any]:
         return reconstruct_restore(model, ctx.volume, p["axial_factor"], p["lateral_factor"], skip=done, seed=ctx.seed,

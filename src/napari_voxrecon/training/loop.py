@@ -251,3 +251,19 @@ def read_checkpoint_ema(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
     meta = json.loads((folder / "checkpoint.json").read_text())
     tensors = load_file(str(folder / "checkpoint.safetensors"))
     return {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, meta
+
+
+def train_logged(trainable: Trainable, cfg: TrainConfig, log: Callable[[str], None],
+                 should_stop: Callable[[], bool] | None = None, sampler: Any = None) -> tuple[TrainState, EMA]:
+    """``train`` with the project's progress line every ``log_every`` steps; closes ``sampler``
+    (its phantom worker processes) however the run ends."""
+
+    def on_log(state: TrainState, info: dict[str, float]) -> None:
+        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  "
+            f"{state.seconds / 60:.1f} min")
+
+    try:
+        return train(trainable, cfg, on_log=on_log, should_stop=should_stop)
+    finally:
+        if sampler is not None:
+            sampler.close()

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .loop import TrainConfig, train
+from .loop import TrainConfig, train_logged
 from .train_sparse import _save, build_window_sampler
 
 #: Projection intervals seen in training (the benchmarks score n = 4, 6, 8 and 16).
@@ -112,13 +112,7 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
     log(f"training projection {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
         f"{steps} steps of {batch_size} x {crop}^2 windows of 3n planes, n in {list(sampler.intervals)}")
 
-    def on_log(state, info) -> None:
-        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
-
-    try:
-        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
-    finally:
-        sampler.close()
+    state, ema = train_logged(trainable, cfg, log, should_stop, sampler)
     if out is None:
         return None
     ema.copy_to(net)

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .loop import TrainConfig, train
+from .loop import TrainConfig, train_logged
 from .restore_pairs import DEGRADATIONS
 from .train_sparse import _save, build_window_sampler
 
@@ -84,13 +84,7 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
     log(f"training restore {method} ({degradation}): {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
         f"{steps} steps of {batch_size} x {depth} x {crop}^2 windows")
 
-    def on_log(state, info) -> None:
-        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
-
-    try:
-        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
-    finally:
-        sampler.close()
+    state, ema = train_logged(trainable, cfg, log, should_stop, sampler)
     if out is None:
         return None
     ema.copy_to(net)

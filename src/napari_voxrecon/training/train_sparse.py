@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..io import read_volume
-from .loop import TrainConfig, train
+from .loop import TrainConfig, train_logged
 from .windows import TrainingVolume, WindowSampler, split_holdout, to_unit_range, volume_axes
 
 
@@ -81,13 +81,7 @@ def train_sparse(method: str, data: Sequence[str], out: str | None, *, steps: in
     log(f"training {method}: {n_params / 1e6:.2f} M parameters, {len(sampler.volumes)} real volume(s), "
         f"phantom fraction {sampler.phantom_fraction if sampler.volumes else 1.0}, {steps} steps of {batch_size} x {crop}^2 windows")
 
-    def on_log(state, info) -> None:
-        log(f"step {state.step:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  {state.samples_per_s:.1f} windows/s  {state.seconds / 60:.1f} min")
-
-    try:
-        state, ema = train(trainable, cfg, on_log=on_log, should_stop=should_stop)
-    finally:
-        sampler.close()  # phantom worker processes, if any
+    state, ema = train_logged(trainable, cfg, log, should_stop, sampler)
     if out is None:
         return None
     ema.copy_to(net)
