@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: Full 3D attention is timed only up to this many tokens (its cost grows with their square).
+FULL_ATTENTION_MAX_TOKENS = 16384
 SETTINGS = {"axial4": [(4, 0.05)], "denoise": [(1, 0.1), (1, 0.2)]}
 
 
@@ -69,6 +71,10 @@ def attention_cost(sizes: list[tuple[int, int, int]], dim: int, blocks: int, thr
     for shape in sizes:
         tokens = shape[0] * (shape[1] // 4) * (shape[2] // 4)
         for attention in ("decomposed", "full"):
+            if attention == "full" and tokens > FULL_ATTENTION_MAX_TOKENS:
+                lines.append(f"| {shape[0]}×{shape[1]}×{shape[2]} | {tokens} | full | not run ((D·N)² = {tokens ** 2 / 1e9:.1f} G scores per head and block) | |")
+                print(lines[-1], flush=True)
+                continue
             try:
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
                     sec, mib = ex.submit(_attention_probe, shape, attention, dim, blocks, threads).result()
@@ -190,7 +196,7 @@ def main() -> None:
     if args.attention_cost:
         lines += ["", f"**Attention cost** (one forward pass of a dit network, width {args.attention_dim}, 6 blocks, "
                   f"patch 4, {args.threads} threads):", ""]
-        lines += attention_cost([(16, 64, 64), (16, 128, 128), (32, 128, 128), (16, 256, 256)], args.attention_dim, 6, args.threads)
+        lines += attention_cost([(8, 64, 64), (16, 64, 64), (16, 128, 128), (32, 128, 128), (16, 256, 256)], args.attention_dim, 6, args.threads)
     if args.figure and figure_views:
         xz_figure(figure_views, args.figure, held)
         lines += ["", f"XZ views: `{args.figure}`"]

@@ -122,3 +122,17 @@ def test_missing_default_restore_weights_say_how_to_get_them(monkeypatch):
     monkeypatch.setattr(weights_module, "embedded_names", lambda: [])
     with pytest.raises(VoxreconError, match="voxrecon train care --degradation denoise"):
         run_job(Job("restore", simulate_restore(_volume(), 1, 1, 0.1), {"axial_factor": 1}, method="care", device="cpu"))
+
+
+def test_embedded_care_weights_beat_trilinear_on_a_phantom_stack():
+    """The shipped `care-axial4` weights are the `default` at axial factor 4 and restore a
+    x4-subsampled, noisy phantom better than trilinear upsampling (it gains about 1-3 dB)."""
+    from napari_voxrecon.metrics import evaluate
+    from napari_voxrecon.simulate.phantoms import make_phantom
+
+    gt = (make_phantom((32, 64, 64), kind="tubes", seed=3, voxel_size=(0.5, 0.25, 0.25)) * 1000 + 50).astype(np.float32)
+    lq = simulate_restore(gt, 4, 1, 0.05)
+    score = {m: evaluate(run_job(Job("restore", lq, {"axial_factor": 4}, method=m, device="cpu"))["result"], gt,
+                         metrics=("psnr", "ssim")) for m in ("trilinear", "care")}
+    assert score["care"]["psnr"] > score["trilinear"]["psnr"] + 0.5
+    assert score["care"]["ssim"] > score["trilinear"]["ssim"]

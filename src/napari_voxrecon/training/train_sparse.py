@@ -129,7 +129,8 @@ def _save(method: str, net, out: str, info: dict, batch_size: int, crop: int, lr
                 "**Unguided DDPM ablation** (no slice guidance: whole windows diffused, acquired planes enter "
                 "only by replacement at sampling). A benchmark baseline, not a model to use.\n\n")
     card = (f"# {method} weights (task `{task}`)\n\n{ablation}{card_note}EMA weights after {info['steps']} steps of "
-            f"{batch_size} windows ({crop}x{crop} crops) of {windows}, n in {info['intervals']}.\n\n"
+            f"{batch_size} windows ({crop}x{crop} crops) of {windows}"
+            + (f", n in {info['intervals']}" if info["intervals"] else "") + ".\n\n"
             f"Training data: procedural phantoms (tubes, nuclei, membranes, puncta, mixed) and "
             f"{', '.join(info['real_volumes']) or 'no real volumes'} "
             f"(last {holdout:.0%} of x held out).\n\n"
