@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import finish  # benchmarks/report.py (scripts run from benchmarks/ on sys.path)
 
 from napari_voxrecon.engine import Job, run_job
 from napari_voxrecon.io import read_volume
@@ -91,11 +92,7 @@ def main() -> None:
         f"Command: `python benchmarks/baselines.py {args.ground_truth}`",
     ]
     lines = head + bench_sparse(gt, [4, 6, 8]) + bench_projection(gt, [4, 6, 8]) + bench_restore(gt, [(4, 1, 0.05), (2, 2, 0.05), (1, 1, 0.1)])
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import finish  # benchmarks/report.py (scripts run from benchmarks/ on sys.path)
 
 from napari_voxrecon.engine import Job, run_job
 from napari_voxrecon.io import read_volume
@@ -138,11 +139,7 @@ def main() -> None:
         for steps in args.steps:
             lines.append(f"microdiffusion, {steps} steps x {args.samples} samples: "
                          f"{gflop_per_plane('microdiffusion', args.microdiffusion, 6, steps * args.samples):.2f} GFLOP per plane.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

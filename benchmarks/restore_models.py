@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from report import finish  # benchmarks/report.py (scripts run from benchmarks/ on sys.path)
 
 #: Full 3D attention is timed only up to this many tokens (its cost grows with their square).
 FULL_ATTENTION_MAX_TOKENS = 16384
@@ -200,11 +201,7 @@ def main() -> None:
     if args.figure and figure_views:
         xz_figure(figure_views, args.figure, held)
         lines += ["", f"XZ views: `{args.figure}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

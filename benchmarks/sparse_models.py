@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import finish  # benchmarks/report.py (scripts run from benchmarks/ on sys.path)
 
 from napari_voxrecon.engine import Job, run_job
 from napari_voxrecon.io import read_volume
@@ -132,11 +133,7 @@ def main() -> None:
                 raw, sm = score(pred, truth, smooth, n)
                 lines.append(f"| {axis} | {n} | sparse3diff, mean of {k0}, + self-alignment ({args.finetune_steps}-step pseudo-data, lr {lr:g}, {args.finetune_rounds} round(s), {ft / 60:.1f} min) | {raw['psnr']:.2f} | {raw['ssim']:.4f} | {sm['psnr']:.2f} | {sm['ssim']:.4f} | {dt / len(missing_planes(n_out, n)):.2f} |")
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -255,50 +255,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             "projection has microdiffusion and unet, restore has dit and care.")
     if args.degradation and task != "restore":
         raise VoxreconError("--degradation applies to the restore models (care, dit) only.")
+    if args.no_slice_guidance and args.model != "sparse3diff":
+        raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
+    if args.p_terminal is not None and args.model not in ("sparse3diff", "microdiffusion", "dit"):
+        raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion, dit) only.")
+    # What every trainer takes; each task adds its own.
+    common = dict(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, holdout=args.holdout,
+                  phantom_fraction=args.phantom_fraction, checkpoint_dir=args.checkpoint_dir, device=args.device,
+                  threads=args.threads, seed=args.seed, overwrite=args.overwrite, log=lambda m: print(m, flush=True),
+                  max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
+                  phantom_workers=args.phantom_workers, init=args.init)
     if task == "restore":
         from .training.train_restore import train_restore
 
-        if args.no_slice_guidance:
-            raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
-        if args.p_terminal is not None and args.model != "dit":
-            raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion, dit) only.")
-        folder = train_restore(
-            args.model, args.data, args.output, degradation=args.degradation or "axial4", steps=args.steps,
-            batch_size=args.batch_size, crop=args.crop, lr=args.lr, holdout=args.holdout, phantom_fraction=args.phantom_fraction,
-            channels=tuple(args.channels) if args.channels else (16, 32, 64), checkpoint_dir=args.checkpoint_dir,
-            device=args.device, threads=args.threads, seed=args.seed, overwrite=args.overwrite,
-            log=lambda m: print(m, flush=True), max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-            phantom_pool=args.phantom_pool, phantom_workers=args.phantom_workers, init=args.init,
-            p_terminal=0.1 if args.p_terminal is None else args.p_terminal,
-            **({"dim": args.dim} if args.dim else {}), **({"blocks": args.blocks} if args.blocks else {}))
-        if folder is not None:
-            print(f"wrote weights to {folder}")
-        return 0
-    if task == "projection":
+        folder = train_restore(args.model, args.data, args.output, degradation=args.degradation or "axial4",
+                               channels=tuple(args.channels or (16, 32, 64)),
+                               p_terminal=0.1 if args.p_terminal is None else args.p_terminal,
+                               **({"dim": args.dim} if args.dim else {}), **({"blocks": args.blocks} if args.blocks else {}),
+                               **common)
+    elif task == "projection":
         from .training.train_projection import train_projection
 
-        if args.no_slice_guidance:
-            raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
-        if args.p_terminal is not None and args.model != "microdiffusion":
-            raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion) only.")
-        folder = train_projection(
-            args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-            holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels or (24, 48, 96)),
-            checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
-            overwrite=args.overwrite, log=lambda m: print(m, flush=True),
-            max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-            phantom_workers=args.phantom_workers, init=args.init, p_terminal=args.p_terminal)
-        if folder is not None:
-            print(f"wrote weights to {folder}")
-        return 0
-    folder = train_sparse(
-        args.model, args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        holdout=args.holdout, phantom_fraction=args.phantom_fraction, channels=tuple(args.channels or (24, 48, 96)),
-        checkpoint_dir=args.checkpoint_dir, device=args.device, threads=args.threads, seed=args.seed,
-        overwrite=args.overwrite, log=lambda m: print(m, flush=True), init=args.init,
-        max_seconds=args.max_minutes * 60 if args.max_minutes else None, phantom_pool=args.phantom_pool,
-        phantom_workers=args.phantom_workers, p_terminal=args.p_terminal or 0.0, slice_guidance=not args.no_slice_guidance,
-    )
+        folder = train_projection(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
+                                  p_terminal=args.p_terminal, **common)
+    else:
+        folder = train_sparse(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
+                              p_terminal=args.p_terminal or 0.0, slice_guidance=not args.no_slice_guidance, **common)
     if folder is not None:
         print(f"wrote weights to {folder}")
     return 0

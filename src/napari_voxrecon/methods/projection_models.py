@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 from ..engine.events import SliceResult
 from ..engine.registry import Method, Param, register
 from .inr_methods import ITERATIONS, NEIGHBOUR
-from .sparse_models import PRECISION, TILE, WEIGHTS, build_model, run_learned
+from .sparse_models import PRECISION, SAMPLER, TILE, WEIGHTS, build_model, outputs_with_uncertainty, run_learned
 
 CONSISTENCY = Param("consistency", bool, True, "correct each group so its mean equals the measured projection exactly (no negative intensities created)")
 
@@ -88,7 +88,7 @@ def _run_unet(ctx) -> Iterator[Any]:
 
 
 def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
-    return ("result", "prior", "uncertainty") if params.get("samples", 1) > 1 else ("result", "prior")
+    return ("result", "prior", *outputs_with_uncertainty(params)[1:])
 
 
 def _register() -> None:
@@ -105,7 +105,7 @@ def _register() -> None:
             ITERATIONS,
             NEIGHBOUR,
             Param("steps", int, 2, "sampling steps (1-2 score best on held-out data, docs/benchmarks.md; more give sharper, noisier samples)", min=1, max=1000),
-            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            SAMPLER,
             Param("guidance", float, 0.0, "classifier-free guidance weight (eq. 7); 0 = conditional model only", min=0.0, max=10.0),
             Param("samples", int, 2, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
             CONSISTENCY,

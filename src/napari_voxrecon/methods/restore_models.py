@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..engine.registry import Method, Param, register
-from .sparse_models import PRECISION, build_model, run_learned
+from .sparse_models import PRECISION, SAMPLER, build_model, outputs_with_uncertainty, run_learned
 
 WEIGHTS = Param("weights", str, "default",
                 "weights: 'default' (embedded: <method>-denoise at axial factor 1, <method>-axial4 otherwise), an embedded name, "
@@ -68,10 +68,6 @@ def _run_care(ctx) -> Iterator[Any]:
     yield from _run(ctx, {})
 
 
-def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
-    return ("result", "uncertainty") if params.get("samples", 1) > 1 else ("result",)
-
-
 def _register() -> None:
     from ..models.loading import BUILDERS
 
@@ -84,12 +80,12 @@ def _register() -> None:
         params=(
             WEIGHTS,
             Param("steps", int, 2, "sampling steps", min=1, max=1000),
-            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            SAMPLER,
             Param("samples", int, 2, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
             TILE,
             PRECISION,
         ),
-        outputs=_outputs, uses_weights=True, uses_torch=True,
+        outputs=outputs_with_uncertainty, uses_weights=True, uses_torch=True,
     ))
     register(Method(
         "restore", "care",

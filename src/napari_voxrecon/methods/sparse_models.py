@@ -13,6 +13,7 @@ from ..engine.registry import Method, Param, register
 
 WEIGHTS = Param("weights", str, "default", "weights: 'default' (embedded), an embedded name, a local folder, or a Hub repo id org/name[@revision]")
 PRECISION = Param("precision", str, "auto", "network arithmetic: auto (bf16 on GPUs and on CPUs with native bf16, else fp32), fp32, bf16", choices=("auto", "fp32", "bf16"))
+SAMPLER = Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm"))
 TILE = Param("tile", int, 256, "lateral tile size in pixels (tiles overlap by 32 and are blended)", min=64, max=4096)
 
 
@@ -96,7 +97,8 @@ def _run_unet(ctx) -> Iterator[Any]:
     yield from _run(ctx, {})
 
 
-def _outputs(params: dict[str, Any]) -> tuple[str, ...]:
+def outputs_with_uncertainty(params: dict[str, Any]) -> tuple[str, ...]:
+    """Outputs of a method with K-sample means: the std of K > 1 samples is the "uncertainty" output."""
     return ("result", "uncertainty") if params.get("samples", 1) > 1 else ("result",)
 
 
@@ -112,13 +114,13 @@ def _register() -> None:
         params=(
             WEIGHTS,
             Param("steps", int, 2, "sampling steps (2 scores best on held-out data: docs/benchmarks.md; more steps give sharper, noisier samples)", min=1, max=1000),
-            Param("sampler", str, "dpmpp_2m", "sampler: dpmpp_2m (fast), ddim, or ddpm (ancestral reference)", choices=("dpmpp_2m", "ddim", "ddpm")),
+            SAMPLER,
             Param("guidance", float, 0.0, "classifier-free guidance weight w (eq. 5); 0 = conditional model only", min=0.0, max=10.0),
             Param("samples", int, 2, "K independent samples: their mean is the result (2 by default: +0.03-0.09 dB over one sample at twice the time, docs/benchmarks.md), their std the 'uncertainty' output", min=1, max=64),
             TILE,
             PRECISION,
         ),
-        outputs=_outputs, uses_weights=True, uses_torch=True,
+        outputs=outputs_with_uncertainty, uses_weights=True, uses_torch=True,
     ))
     register(Method(
         "sparse", "unet",
