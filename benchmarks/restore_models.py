@@ -87,9 +87,10 @@ def attention_cost(sizes: list[tuple[int, int, int]], dim: int, blocks: int, thr
     return lines
 
 
-def gflop_per_plane(method: str, weights: str, axial_factor: int) -> float:
-    """Network GFLOP per 256 x 256 output plane for one network call (torch's FLOP counter on a
-    16 x 128 x 128 slab, the default tile; slab and tile overlaps not counted)."""
+def gflop_per_plane(method: str, weights: str, axial_factor: int) -> tuple[float, float]:
+    """Network GFLOP per 256 x 256 output plane: (per network call, once per tile for a dit's
+    regression prior, 0 without one). Torch's FLOP counter on a 16 x 128 x 128 slab, the
+    default tile; slab and tile overlaps not counted."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -99,9 +100,15 @@ def gflop_per_plane(method: str, weights: str, axial_factor: int) -> float:
     spec = default_weights_name(method, axial_factor) if weights == "default" else weights
     net = load_model(method, spec, "cpu").network
     x = torch.zeros(1, 16, 128, 128)
+    per_plane = 1 / 1e9 / 16 * 4
+    kw, prior_gflop = {}, 0.0
+    if getattr(net, "prior", None) is not None:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            kw["prior"] = net.prior_residual(x, torch.ones_like(x))
+        prior_gflop = counter.get_total_flops() * per_plane
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x, x, torch.ones_like(x), torch.ones(1))
-    return counter.get_total_flops() / 1e9 / 16 * 4
+        net(x, x, torch.ones_like(x), torch.ones(1), **kw)
+    return counter.get_total_flops() * per_plane, prior_gflop
 
 
 def xz_figure(views: dict[str, np.ndarray], path: str, gt: np.ndarray) -> None:
@@ -172,9 +179,10 @@ def main() -> None:
             if args.care != "none":
                 rows.append(("care", "care", {"weights": args.care}))
             if args.dit != "none":
-                rows += [(f"dit, 1 sample, {args.steps} steps", "dit", {"weights": args.dit, "samples": 1, "steps": args.steps}),
-                         (f"dit, mean of {args.samples}, {args.steps} steps", "dit",
-                          {"weights": args.dit, "samples": args.samples, "steps": args.steps})]
+                rows.append((f"dit, 1 sample, {args.steps} steps", "dit", {"weights": args.dit, "samples": 1, "steps": args.steps}))
+                if args.samples > 1:
+                    rows.append((f"dit, mean of {args.samples}, {args.steps} steps", "dit",
+                                 {"weights": args.dit, "samples": args.samples, "steps": args.steps}))
                 rows += [(f"dit, 1 sample, {s} steps", "dit", {"weights": args.dit, "samples": 1, "steps": s})
                          for s in args.steps_curve if s != args.steps]
             for name, method, params in rows:
@@ -192,8 +200,10 @@ def main() -> None:
         for method in ("care", "dit"):
             weights = getattr(args, method)
             if weights != "none":
-                lines.append(f"{method} ({setting}): {gflop_per_plane(method, weights, a):.1f} GFLOP per 256 x 256 output plane "
-                             "per network call" + (f" (x {args.steps} steps x {args.samples} samples for the K-sample row)" if method == "dit" else "") + ".")
+                call, prior = gflop_per_plane(method, weights, a)
+                lines.append(f"{method} ({setting}): {call:.1f} GFLOP per 256 x 256 output plane per network call"
+                             + (f" (x {args.steps} steps x {args.samples} samples for the K-sample row)" if method == "dit" else "")
+                             + (f", plus {prior:.1f} GFLOP once for its regression prior" if prior else "") + ".")
     if args.attention_cost:
         lines += ["", f"**Attention cost** (one forward pass of a dit network, width {args.attention_dim}, 6 blocks, "
                   f"patch 4, {args.threads} threads):", ""]

@@ -66,6 +66,76 @@ def test_untrained_care_returns_the_trilinear_upsampling_through_slabs_and_tiles
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3 * float(np.ptp(expected)))
 
 
+def test_dit_with_a_regression_prior_starts_as_that_prior_and_keeps_it_frozen(weights, tmp_path):
+    """With a care prior the dit diffuses the residual over the prior's estimate: untrained
+    (zero-initialised outputs) its one-step sample is exactly the prior's result, and training
+    leaves the prior's weights untouched."""
+    from napari_voxrecon.models.restore_dit import RestoreDiT
+    from napari_voxrecon.models.restore_models import CareNet, RestoreModel
+    from napari_voxrecon.training.train_restore import train_restore
+    from napari_voxrecon.weights import load_weights
+
+    care_state, care_config, _ = load_weights(weights["care"], "care")
+    care = CareNet(tuple(care_config["architecture"]["channels"]))
+    torch.manual_seed(0)
+    for p in care.parameters():  # a prior that visibly changes its input
+        torch.nn.init.normal_(p, std=0.1)
+    dit = RestoreDiT(dim=32, depth=2, heads=2, patch=4, prior_channels=care_config["architecture"]["channels"])
+    dit.prior.load_state_dict(care.state_dict())
+    lq = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (8, 36, 36)).astype(np.float32))
+    expected, _ = RestoreModel(care.eval()).fill(lq)
+    got, _ = RestoreModel(dit.eval()).fill(lq, steps=1, samples=1, generator=torch.Generator().manual_seed(0))
+    assert float((expected - lq).abs().mean()) > 1e-2  # the prior does something
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+    out = train_restore("dit", [], str(tmp_path / "dit"), steps=2, batch_size=2, crop=32, depth=8, dim=32, blocks=2, heads=2,
+                        phantom_pool=2, phantom_shape=(12, 40, 40), log=lambda s: None, threads=2, prior=weights["care"])
+    state, config, _ = load_weights(str(out), "dit")
+    assert config["architecture"]["prior_channels"] == care_config["architecture"]["channels"]
+    for k, v in care_state.items():
+        torch.testing.assert_close(state[f"prior.{k}"].float(), v.float(), rtol=0, atol=0)
+    lq = simulate_restore(_volume(), 4, 1, 0.05, seed=0)
+    res = _run("dit", lq, {"dit": str(out)}, tile=32, samples=1)["result"]
+    assert res.shape == (lq.shape[0] * 4, 40, 40) and np.isfinite(res).all()
+
+
+def test_dit_with_a_dinov2_global_condition_trains_saves_without_the_encoder_and_runs(tmp_path):
+    """The optional DINOv2 path, offline: a tiny randomly initialised DINOv2 saved to a folder
+    stands in for a Hub model (never a download). The encoder is frozen and not part of the
+    saved weights; its features reach the network through a zero-initialised projection."""
+    transformers = pytest.importorskip("transformers")
+    from napari_voxrecon.errors import VoxreconError
+    from napari_voxrecon.models.restore_dit import RestoreDiT
+    from napari_voxrecon.training.train_restore import train_restore
+    from napari_voxrecon.weights import load_weights
+
+    torch.manual_seed(0)
+    cfg = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=28, patch_size=14)
+    transformers.Dinov2Model(cfg).save_pretrained(tmp_path / "dino")
+    net = RestoreDiT(dim=32, depth=1, heads=2, patch=4, global_encoder=str(tmp_path / "dino"))
+    assert not any("encoder" in k and "global_dino" in k for k in net.state_dict())
+    assert set(k for k in net.state_dict() if k.startswith("global_dino")) == {"global_dino.proj.weight", "global_dino.proj.bias"}
+    a, b = torch.zeros(1, 4, 16, 16), torch.ones(1, 4, 16, 16) * 0.5
+    assert not torch.allclose(net.global_dino.features(a), net.global_dino.features(b))  # the features see the input
+    for p in net.parameters():  # past adaLN-Zero's identity start: a gradient must reach the projection
+        torch.nn.init.normal_(p, std=0.05)
+    net(a, b, torch.ones_like(a), torch.full((1,), 0.5)).pow(2).mean().backward()
+    assert float(net.global_dino.proj.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in net.global_dino.encoder.parameters())  # frozen
+
+    out = train_restore("dit", [], str(tmp_path / "dit"), steps=2, batch_size=2, crop=32, depth=8, dim=32, blocks=1, heads=2,
+                        phantom_pool=2, phantom_shape=(12, 40, 40), log=lambda s: None, threads=2,
+                        global_encoder=str(tmp_path / "dino"))
+    state, config, _ = load_weights(str(out), "dit")
+    assert config["architecture"]["global_encoder"] == str(tmp_path / "dino")
+    lq = simulate_restore(_volume(), 4, 1, 0.05, seed=0)
+    res = _run("dit", lq, {"dit": str(out)}, tile=32, samples=1, steps=1)["result"]
+    assert res.shape == (lq.shape[0] * 4, 40, 40) and np.isfinite(res).all()
+    with pytest.raises(VoxreconError, match="could not load the DINOv2 encoder"):
+        RestoreDiT(dim=32, depth=1, heads=2, global_encoder=str(tmp_path / "missing"))
+
+
 def test_decomposed_attention_mixes_planes_and_patches_and_matches_full_attention_shapes():
     from napari_voxrecon.models.restore_dit import RestoreDiT
 
@@ -124,15 +194,27 @@ def test_missing_default_restore_weights_say_how_to_get_them(monkeypatch):
         run_job(Job("restore", simulate_restore(_volume(), 1, 1, 0.1), {"axial_factor": 1}, method="care", device="cpu"))
 
 
-def test_embedded_care_weights_beat_trilinear_on_a_phantom_stack():
-    """The shipped `care-axial4` weights are the `default` at axial factor 4 and restore a
-    x4-subsampled, noisy phantom better than trilinear upsampling (it gains about 1-3 dB)."""
+@pytest.mark.parametrize("method", ["care", "dit"])
+def test_embedded_restore_weights_beat_trilinear_on_a_phantom_stack(method):
+    """The shipped `care-axial4` and `dit-axial4` weights are the `default` at axial factor 4
+    and restore a x4-subsampled, noisy phantom better than trilinear upsampling (1-3 dB)."""
     from napari_voxrecon.metrics import evaluate
     from napari_voxrecon.simulate.phantoms import make_phantom
 
     gt = (make_phantom((32, 64, 64), kind="tubes", seed=3, voxel_size=(0.5, 0.25, 0.25)) * 1000 + 50).astype(np.float32)
     lq = simulate_restore(gt, 4, 1, 0.05)
     score = {m: evaluate(run_job(Job("restore", lq, {"axial_factor": 4}, method=m, device="cpu"))["result"], gt,
-                         metrics=("psnr", "ssim")) for m in ("trilinear", "care")}
-    assert score["care"]["psnr"] > score["trilinear"]["psnr"] + 0.5
-    assert score["care"]["ssim"] > score["trilinear"]["ssim"]
+                         metrics=("psnr", "ssim")) for m in ("trilinear", method)}
+    assert score[method]["psnr"] > score["trilinear"]["psnr"] + 0.5
+    assert score[method]["ssim"] > score["trilinear"]["ssim"]
+
+
+def test_embedded_dit_denoise_weights_are_the_default_at_factor_1_and_denoise():
+    from napari_voxrecon.metrics import evaluate
+    from napari_voxrecon.simulate.phantoms import make_phantom
+
+    gt = (make_phantom((16, 64, 64), kind="nuclei", seed=4, voxel_size=(0.5, 0.25, 0.25)) * 1000 + 50).astype(np.float32)
+    lq = simulate_restore(gt, 1, 1, 0.2, seed=1)
+    out = run_job(Job("restore", lq, {"axial_factor": 1}, method="dit", device="cpu"))
+    assert set(out) == {"result"}  # defaults: 1 step, 1 sample, no uncertainty output
+    assert evaluate(out["result"], gt, metrics=("psnr",))["psnr"] > evaluate(lq, gt, metrics=("psnr",))["psnr"] + 3

@@ -257,6 +257,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("--degradation applies to the restore models (care, dit) only.")
     if args.no_slice_guidance and args.model != "sparse3diff":
         raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
+    if args.global_encoder and args.model != "dit":
+        raise VoxreconError("--global-encoder applies to dit only.")
+    if args.prior and args.model != "dit":
+        raise VoxreconError("--prior applies to dit only (care weights as its regression prior).")
     if args.p_terminal is not None and args.model not in ("sparse3diff", "microdiffusion", "dit"):
         raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion, dit) only.")
     # What every trainer takes; each task adds its own.
@@ -272,7 +276,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                channels=tuple(args.channels or (16, 32, 64)),
                                p_terminal=0.1 if args.p_terminal is None else args.p_terminal,
                                **({"dim": args.dim} if args.dim else {}), **({"blocks": args.blocks} if args.blocks else {}),
-                               **common)
+                               prior=args.prior, global_encoder=args.global_encoder, **common)
     elif task == "projection":
         from .training.train_projection import train_projection
 
@@ -430,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", help="U-Net widths per level (default 24 48 96; care: 16 32 64)")
     p.add_argument("--dim", type=int, help="dit: token width (default 128)")
     p.add_argument("--blocks", type=int, help="dit: transformer blocks (default 6)")
+    p.add_argument("--prior", help="dit: care weights (embedded name, folder or Hub id) used as the frozen regression prior "
+                   "the dit refines, e.g. care-axial4")
+    p.add_argument("--global-encoder", help="dit: DINOv2 encoder (Hub repo id such as facebook/dinov2-small, or a folder) whose "
+                   "features join the global condition; needs the transformers package")
     p.add_argument("--checkpoint-dir", help="checkpoint here and resume from it")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint and weights) after this long; the learning rate decays to fit")
     p.add_argument("--phantom-pool", type=int, default=12, help="phantoms held in memory (renewed during training)")

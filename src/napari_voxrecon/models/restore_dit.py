@@ -9,7 +9,8 @@ pixel space:
   position (axial, D tokens): cost D N^2 + N D^2 instead of (D N)^2 for full 3D attention
   (``attention="full"`` is kept for the cost measurement in benchmarks/restore_models.py);
 - adaLN-Zero modulation of every sub-layer from the diffusion time plus a global condition
-  (a built-in encoder of the low-quality input: mean of its local features);
+  (a built-in encoder of the low-quality input: mean of its local features; optionally plus
+  DINOv2 features through the Hub, ``models.dinov2_condition``);
 - local condition: a small 3D convolutional encoder of the (upsampled) low-quality input,
   patchified like the state, concatenated at the input and re-injected in every block as
   x += LN(GELU(Linear(c_local))) (the authors' code's form).
@@ -17,10 +18,19 @@ What is diffused is the residual of the clean volume over the trilinear upsampli
 low-quality one (scaled to about unit variance), so the network's input also holds that
 upsampling; the paper's separate refinement decoder that sees the low-quality input is
 therefore built in.
+
+Optional regression prior (``prior_channels``): a frozen ``care`` U-Net, trained by MSE for the
+same degradation, whose estimate is (a) a third channel of the local condition and (b) the base
+the diffusion refines: what is diffused is then the residual over the prior's estimate
+("predict and refine", Whang et al., CVPR 2022). The paper pre-trains on large data; with one
+real volume and 2 CPU cores the transformer cannot learn the mean from scratch in time, but it
+can learn what the regressor gets wrong. With zero-initialised outputs (adaLN-Zero) the
+untrained model returns exactly the prior, so training starts from the regressor's quality.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -101,18 +111,33 @@ class RestoreDiT(nn.Module):
     """(state, low-quality input, mask, t) -> v, all (B, D, H, W); H, W multiples of ``patch``."""
 
     def __init__(self, dim: int = 128, depth: int = 6, heads: int = 4, patch: int = 4, local_width: int = 16,
-                 mlp_ratio: float = 4.0, attention: str = "decomposed", diffusion: bool = True) -> None:
+                 mlp_ratio: float = 4.0, attention: str = "decomposed", diffusion: bool = True,
+                 prior_channels: list[int] | tuple[int, ...] | None = None, global_encoder: str | None = None) -> None:
         super().__init__()
         self.config: dict[str, Any] = dict(dim=dim, depth=depth, heads=heads, patch=patch, local_width=local_width,
                                            mlp_ratio=mlp_ratio, attention=attention, diffusion=diffusion)
         self.patch, self.dim, self.diffusion = patch, dim, diffusion
+        self.prior: nn.Module | None = None
+        if prior_channels:
+            from .restore_models import CareNet
+
+            self.config["prior_channels"] = [int(c) for c in prior_channels]
+            self.prior = CareNet(tuple(prior_channels))
+            self.prior.requires_grad_(False)  # frozen: trained by regression, loaded with --prior
+        self.global_dino: nn.Module | None = None
+        if global_encoder:  # optional DINOv2 features of the input, added to the global condition
+            from .dinov2_condition import Dinov2GlobalCondition
+
+            self.config["global_encoder"] = global_encoder
+            self.global_dino = Dinov2GlobalCondition(global_encoder, dim)
+        n_cond = 3 if self.prior is not None else 2  # upsampled input, mask (, prior's residual estimate)
         # local encoder: 3D convolutions over the upsampled input and its mask
         self.local_enc = nn.Sequential(
-            nn.Conv3d(2, local_width, 3, padding=1), nn.SiLU(),
+            nn.Conv3d(n_cond, local_width, 3, padding=1), nn.SiLU(),
             nn.Conv3d(local_width, local_width, 3, padding=1), nn.SiLU(),
         )
         self.local_embed = nn.Linear(local_width * patch * patch, dim)
-        in_ch = (1 if diffusion else 0) + 2  # state (diffusion), upsampled input, mask
+        in_ch = (1 if diffusion else 0) + n_cond  # state (diffusion) and the condition channels
         self.embed = nn.Linear(in_ch * patch * patch + dim, dim)  # concatenated with the local tokens
         self.time = TimestepEmbedder(dim)
         self.global_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -124,6 +149,18 @@ class RestoreDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    @property
+    def multiple(self) -> int:
+        """Lateral sizes must be multiples of this (the patch, and the prior U-Net's poolings)."""
+        return math.lcm(self.patch, self.prior.multiple) if self.prior is not None else self.patch
+
+    def prior_residual(self, lq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """The frozen prior's estimate of the scaled residual (B, D, H, W), or None without a prior."""
+        if self.prior is None:
+            return None
+        with torch.no_grad():
+            return self.prior(None, lq, mask, torch.zeros(lq.shape[0], device=lq.device))
+
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, D, H, W) -> (B, D, N, C p p)."""
         b, c, d, h, w = x.shape
@@ -131,15 +168,23 @@ class RestoreDiT(nn.Module):
         x = x.reshape(b, c, d, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
         return x.reshape(b, d, (h // p) * (w // p), c * p * p)
 
-    def forward(self, state: torch.Tensor | None, lq: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: torch.Tensor | None, lq: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+        """``prior``: ``prior_residual(lq, mask)`` when computed once outside (sampling calls
+        the network several times on the same input); computed here when None."""
         b, d, h, w = lq.shape
         p = self.patch
-        cond_in = torch.stack([lq, mask], dim=1)  # (B, 2, D, H, W)
+        channels = [lq, mask]
+        if self.prior is not None:
+            channels.append(self.prior_residual(lq, mask) if prior is None else prior)
+        cond_in = torch.stack(channels, dim=1)  # (B, 2 or 3, D, H, W)
         local = self.local_embed(self._patchify(self.local_enc(cond_in)))  # (B, D, N, dim)
         parts = [cond_in] if state is None or not self.diffusion else [state[:, None], cond_in]
         tokens = self._patchify(torch.cat(parts, dim=1))
         x = self.embed(torch.cat([tokens, local], dim=-1)) + position_code(d, h // p, w // p, self.dim, lq.device)
         cond = self.time(t) + self.global_mlp(local.mean(dim=(1, 2)))  # global condition: pooled local features
+        if self.global_dino is not None:
+            cond = cond + self.global_dino(lq)
         for block in self.blocks:
             x = block(x, local, cond)
         shift, scale = self.final_ada(cond)[:, None, None].chunk(2, dim=-1)

@@ -48,7 +48,7 @@ class CareNet(nn.Module):
 
 
 def lateral_multiple(network: nn.Module) -> int:
-    return int(getattr(network, "multiple", None) or network.patch)
+    return int(network.multiple)
 
 
 @dataclass
@@ -95,6 +95,9 @@ class RestoreDiffusionTrainable(RestoreRegressionTrainable):
         device = next(network.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         x0 = self.residual(batch)
+        prior = network.prior_residual(batch["lq"], batch["mask"]) if getattr(network, "prior", None) is not None else None
+        if prior is not None:
+            x0 = x0 - prior  # diffuse what the regression prior gets wrong
         b = x0.shape[0]
         t = torch.rand(b, generator=generator)
         if self.p_terminal:
@@ -102,7 +105,8 @@ class RestoreDiffusionTrainable(RestoreRegressionTrainable):
         eps = torch.randn(x0.shape, generator=generator).to(device)
         alpha, sigma = self.schedule.alpha_sigma(t)
         alpha, sigma = alpha.view(b, 1, 1, 1).to(device), sigma.view(b, 1, 1, 1).to(device)
-        v = network(q_sample(x0, eps, alpha, sigma), batch["lq"], batch["mask"], t.to(device))
+        kw = {} if prior is None else {"prior": prior}
+        v = network(q_sample(x0, eps, alpha, sigma), batch["lq"], batch["mask"], t.to(device), **kw)
         return ((v - v_target(x0, eps, alpha, sigma)) ** 2).mean()
 
 
@@ -133,6 +137,9 @@ class RestoreModel:
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out = net(None, x, mask, torch.zeros(1, device=dev)).float()
             return lq + out[0, :, :h, :w] / self.residual_scale, None
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            prior = net.prior_residual(x, mask) if getattr(net, "prior", None) is not None else None
+        prior = None if prior is None else prior.float()
         x_T = torch.randn((samples, *x.shape[1:]), generator=generator, device="cpu").to(dev)
         chunk = 1 if dev.type == "cpu" else samples  # sequential K on CPUs: bounded memory
         outs = []
@@ -140,14 +147,17 @@ class RestoreModel:
             k = min(chunk, samples - i)
             xk, mk = x.expand(k, -1, -1, -1), mask.expand(k, -1, -1, -1)
 
-            def v_model(state: torch.Tensor, t: torch.Tensor, xk=xk, mk=mk, k=k) -> torch.Tensor:
+            kw = {} if prior is None else {"prior": prior.expand(k, -1, -1, -1)}
+
+            def v_model(state: torch.Tensor, t: torch.Tensor, xk=xk, mk=mk, k=k, kw=kw) -> torch.Tensor:
                 tb = t.reshape(-1)[:1].expand(k).to(dev, torch.float32)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    return net(state, xk, mk, tb).float()
+                    return net(state, xk, mk, tb, **kw).float()
 
             outs.append(sample(sampler, make_v_denoiser(v_model, self.schedule), self.schedule, x_T[i:i + k],
                                n_steps=steps, generator=generator, should_stop=should_stop))
-        planes = lq[None] + torch.cat(outs)[:, :, :h, :w] / self.residual_scale
+        res = torch.cat(outs) if prior is None else torch.cat(outs) + prior  # refined over the prior's estimate
+        planes = lq[None] + res[:, :, :h, :w] / self.residual_scale
         return planes.mean(0), (planes.std(0) if samples > 1 else None)
 
     def fill_tiled(self, lq: np.ndarray, tile: int = 128, overlap: int = 16, seed: int = 0,

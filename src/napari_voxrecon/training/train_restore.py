@@ -23,14 +23,16 @@ RESTORE_METHODS = ("care", "dit")
 
 
 def build_restore_network(method: str, channels: Sequence[int] = (16, 32, 64), dim: int = 128, blocks: int = 6,
-                          heads: int = 4, patch: int = 4) -> torch.nn.Module:
+                          heads: int = 4, patch: int = 4, prior_channels: Sequence[int] | None = None,
+                          global_encoder: str | None = None) -> torch.nn.Module:
     from ..models.restore_dit import RestoreDiT
     from ..models.restore_models import CareNet
 
     if method == "care":
         return CareNet(tuple(channels))
     if method == "dit":
-        return RestoreDiT(dim=dim, depth=blocks, heads=heads, patch=patch)
+        return RestoreDiT(dim=dim, depth=blocks, heads=heads, patch=patch, prior_channels=prior_channels,
+                          global_encoder=global_encoder)
     raise ValueError(f"no restore trainer for {method!r} (have {', '.join(RESTORE_METHODS)})")
 
 
@@ -41,10 +43,14 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
                   threads: int | None = None, seed: int = 0, overwrite: bool = False, log: Callable[[str], None] = print,
                   should_stop: Callable[[], bool] | None = None, max_seconds: float | None = None, phantom_pool: int = 12,
                   phantom_workers: int = 0, init: str | None = None, p_terminal: float = 0.1,
-                  phantom_shape: tuple[int, int, int] = (40, 96, 96)) -> Path | None:
+                  phantom_shape: tuple[int, int, int] = (40, 96, 96), prior: str | None = None,
+                  global_encoder: str | None = None) -> Path | None:
     """Train ``care`` or ``dit`` for ``degradation`` (a key of ``DEGRADATIONS``); returns the weights folder.
 
     ``init``: weights of the same method to start from (e.g. pre-trained weights for a fine-tuning run).
+    ``prior`` (dit only): ``care`` weights that become the dit's frozen regression prior; the dit
+    then learns to refine their estimate (``models.restore_dit``). ``global_encoder`` (dit only):
+    a DINOv2 Hub id or folder whose features join the global condition (``models.dinov2_condition``).
     """
     from ..errors import VoxreconError
     from ..models.restore_models import RESTORE_RESIDUAL_SCALE, RestoreDiffusionTrainable, RestoreRegressionTrainable
@@ -55,15 +61,35 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    net = build_restore_network(method, channels, dim, blocks, heads, patch)
-    previous_steps, previous_seconds, initialised_from = 0, 0.0, None
+    previous_steps, previous_seconds, initialised_from, prior_info = 0, 0.0, None, None
+    prior_state, prior_channels = None, None
+    if prior is not None:
+        from ..weights import load_weights
+
+        if method != "dit":
+            raise VoxreconError("--prior applies to dit only (it takes care weights as the dit's regression prior).")
+        if init is not None:
+            raise VoxreconError("give --prior or --init, not both: weights given with --init already hold their prior.")
+        prior_state, prior_config, prior_folder = load_weights(prior, "care")
+        prior_channels = prior_config["architecture"]["channels"]
+        prior_deg = prior_config.get("restore_degradation", "?")
+        if prior_deg != degradation:
+            log(f"warning: the prior {prior_folder.name} was trained for {prior_deg}, this run trains for {degradation}")
+        prior_info = f"care weights {prior_folder.name} ({prior_deg}, {prior_config.get('training', {}).get('steps', '?')} steps)"
+        log(f"regression prior: {prior_info}")
+    if global_encoder is not None and method != "dit":
+        raise VoxreconError("--global-encoder applies to dit only.")
+    net = build_restore_network(method, channels, dim, blocks, heads, patch, prior_channels, global_encoder)
+    if prior_state is not None:
+        net.prior.load_state_dict(prior_state)
     if init is not None:
         from ..weights import load_weights
 
         state, config, folder = load_weights(init, method)
         arch = dict(config["architecture"])
         net = build_restore_network(method, arch.get("channels", channels), arch.get("dim", dim), arch.get("depth", blocks),
-                                    arch.get("heads", heads), arch.get("patch", patch))
+                                    arch.get("heads", heads), arch.get("patch", patch), arch.get("prior_channels"),
+                                    arch.get("global_encoder"))
         net.load_state_dict(state)
         previous_steps = int(config.get("training", {}).get("steps", 0))
         previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
@@ -92,9 +118,12 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
             "windows_per_s": state.samples_per_s, "losses": state.losses, "real_volumes": [v.name for v in sampler.volumes],
             "phantom_fraction": sampler.phantom_fraction, "intervals": [], "initialised_from": initialised_from,
             "p_terminal": p_terminal if diffusion else 0.0}
+    if prior_info:
+        info["initialised_from"] = f"random, with the frozen regression prior {prior_info}"
     spec = asdict(deg)
     note = (f"Trained for `{degradation}`: axial factors {list(deg.axial_factors)}, lateral factors "
             f"{sorted(set(deg.lateral_factors))}, noise level {deg.noise[0]}-{deg.noise[1]}"
+            + (f"; refines the estimate of its frozen regression prior ({prior_info})" if prior_info else "")
             + (f", block masking of {deg.mask_ratio[0]:.0%}-{deg.mask_ratio[1]:.0%} of the input with probability {deg.mask_prob}"
                if deg.mask_prob else "") + ".\n\n")
     return _save(method, net, out, info, batch_size, crop, lr, 0.0, holdout, overwrite, task="restore",
