@@ -64,7 +64,7 @@ def test_manifest_is_valid_and_complete():
     assert manifest.display_name == "VoxRecon"
     assert {w.display_name for w in contrib.widgets} == {"Reconstruct", "Orthogonal views"}
     assert {s.key for s in contrib.sample_data} == {
-        "cells3d_nuclei", "cells3d_nuclei_sparse4", "cells3d_nuclei_projection4"}
+        "cells3d_nuclei", "cells3d_nuclei_sparse4", "cells3d_nuclei_projection4", "cells3d_nuclei_lowres4"}
     reader = contrib.readers[0]
     assert set(reader.filename_patterns) == {"*.tif", "*.tiff", "*.zarr"} and reader.accepts_directories
     assert set(contrib.writers[0].filename_extensions) == {".tif", ".tiff", ".zarr"}
@@ -91,6 +91,11 @@ def test_sample_preselects_task_and_interval(viewer):
     assert widget.task_name == "projection"
     assert widget.params()["interval"] == 4
     assert "60 x 128 x 128" in widget.output_label.text()
+    (low,) = viewer.open_sample(PLUGIN, "cells3d_nuclei_lowres4")  # the restore sample preselects its task
+    widget.set_input(low.name)
+    assert widget.task_name == "restore" and widget.params()["axial_factor"] == 4
+    assert low.data.shape == (15, 128, 128)
+    np.testing.assert_allclose(low.scale, (0.29 * 4, 0.26, 0.26), rtol=1e-4)
 
 
 # ---------------------------------------------------------------- Reconstruct: form

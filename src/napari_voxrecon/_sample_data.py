@@ -1,6 +1,6 @@
 """napari sample data: the embedded cells3d nuclei crop and its simulated acquisitions.
 
-The sparse and projection versions are simulated at load time with the same functions the CLI
+The sparse, projection and low-resolution versions are simulated at load time with the same functions the CLI
 uses (``voxrecon simulate``), so what napari shows is exactly what the tasks expect as input.
 Each layer carries ``metadata["voxrecon_acquisition"]`` (task and parameters) so the Reconstruct
 widget can preselect the matching task and interval.
@@ -60,3 +60,18 @@ def cells3d_nuclei_projection4() -> list[LayerData]:
     # Projection k is stored (and shown) at the position of the first plane of its group, as in
     # the TIFF/zarr files the CLI writes; the reconstruction then lines up with the ground truth.
     return [_layer(proj, f"nuclei projection x{INTERVAL}", (vz * INTERVAL, vy, vx), hint)]
+
+
+#: Noise level of the low-resolution sample: the mild noise the shipped restore models train for.
+RESTORE_NOISE = 0.05
+
+
+def cells3d_nuclei_lowres4() -> list[LayerData]:
+    from .simulate import simulate_restore
+
+    gt = load_ground_truth()
+    vz, vy, vx = gt.voxel_size
+    low = simulate_restore(gt.data, INTERVAL, 1, RESTORE_NOISE, seed=0)
+    hint = {"voxrecon_acquisition": {"task": "restore", "params": {"axial_factor": INTERVAL, "lateral_factor": 1}}}
+    # Low-resolution plane k is the axially blurred ground-truth plane k*a, as in `voxrecon simulate restore`.
+    return [_layer(low, f"nuclei low-res x{INTERVAL}", (vz * INTERVAL, vy, vx), hint)]
