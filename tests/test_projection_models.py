@@ -136,3 +136,31 @@ def test_microdiffusion_trains_from_projection_unet_weights_and_refuses_others(w
     assert "Initialised from" in (out / "README.md").read_text()
     with pytest.raises(VoxreconError, match="starts from projection-unet"):
         train_projection("unet", [], str(tmp_path / "u"), steps=1, init=weights["microdiffusion"], log=lambda m: None)
+
+
+def test_naive_diffusion_ablation_trains_and_runs_on_the_linear_prior(tmp_path):
+    """--no-inr-prior: no INR is fitted, in training or at inference; the linear prior is the
+    ``prior`` output, and the results still keep every group's mean."""
+    from napari_voxrecon.models.projection_models import linear_prior, neighbour_projections
+    from napari_voxrecon.normalize import denormalize, normalize, percentile_range
+    from napari_voxrecon.training.train_projection import train_projection
+
+    logs = []
+    out = train_projection("microdiffusion", [], str(tmp_path / "naive"), steps=2, batch_size=2, crop=32,
+                           channels=(8, 16, 32), intervals=(2, N), phantom_shape=(16, 40, 40), phantom_pool=2,
+                           log=logs.append, threads=2, inr_prior=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["inr_prior"] is False and "Naive-diffusion ablation" in (out / "README.md").read_text()
+    assert not any("prior bank" in m or "INR" in m for m in logs[1:])
+    proj = simulate_projection(_volume(), N)
+    res = run_job(Job("projection", proj, {"interval": N, "weights": str(out), "steps": 1, "samples": 1},
+                      method="microdiffusion", seed=5, device="cpu"))
+    lo, hi = percentile_range(proj)
+    norm = 2 * normalize(proj, lo, hi) - 1
+    expected = np.concatenate([linear_prior(torch.from_numpy(neighbour_projections(norm, k)[None]), N)[0].numpy()
+                               for k in range(proj.shape[0])])
+    np.testing.assert_allclose(res["prior"], denormalize((expected + 1) / 2, lo, hi), rtol=1e-5, atol=1e-3)
+    means = res["result"].reshape(proj.shape[0], N, 32, 32).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(means, proj, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="microdiffusion ablation"):
+        train_projection("unet", [], str(tmp_path / "u"), steps=1, inr_prior=False, log=lambda m: None)

@@ -257,6 +257,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("--degradation applies to the restore models (care, dit) only.")
     if args.no_slice_guidance and args.model != "sparse3diff":
         raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
+    if args.no_inr_prior and args.model != "microdiffusion":
+        raise VoxreconError("--no-inr-prior applies to microdiffusion only.")
     if args.global_encoder and args.model != "dit":
         raise VoxreconError("--global-encoder applies to dit only.")
     if args.prior and args.model != "dit":
@@ -281,7 +283,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .training.train_projection import train_projection
 
         folder = train_projection(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
-                                  p_terminal=args.p_terminal, **common)
+                                  p_terminal=args.p_terminal, inr_prior=not args.no_inr_prior, **common)
     else:
         folder = train_sparse(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
                               p_terminal=args.p_terminal or 0.0, slice_guidance=not args.no_slice_guidance, **common)
@@ -446,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-terminal", type=float,
                    help="diffusion models: share of windows trained at t=1 (pure noise), where every sampler starts "
                         "(default 0 for sparse3diff, 0.1 for microdiffusion)")
+    p.add_argument("--no-inr-prior", action="store_true",
+                   help="microdiffusion: train the naive-diffusion ablation on the linear prior instead of the INR prior (a benchmark baseline)")
     p.add_argument("--no-slice-guidance", action="store_true",
                    help="sparse3diff: train the unguided DDPM ablation (whole windows noised; a benchmark baseline)")
     p.add_argument("--init", help="start from these weights (embedded name, folder or Hub id) instead of random; "

@@ -4,7 +4,9 @@ Both run ``models.projection_models.reconstruct_projection`` group by group. ``m
 first fits the per-stack INR to the projections (the ``inr`` method's fit, reported as it goes,
 with ``Preview`` volumes of the ``prior`` output every few seconds), streams its final rendering
 as the ``prior`` output, then samples every group with the prior mixed into the diffusion state
-(eq. 9).
+(eq. 9). Weights trained as the naive-diffusion ablation (``voxrecon train microdiffusion
+--no-inr-prior``, config ``"inr_prior": false``) skip the INR and run on the linear prior, which is
+then the ``prior`` output.
 """
 
 from __future__ import annotations
@@ -49,7 +51,30 @@ def _inr_prior(ctx) -> Iterator[Any]:
     return prior_fn, (lo, hi)
 
 
-def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
+def _linear_prior(ctx) -> tuple[Callable[[int, Any], Any], tuple[float, float]]:
+    """prior_fn(k, proj3) -> (n, H, W): the linear prior reconstruct_projection uses by default."""
+    import torch
+
+    from ..models.projection_models import linear_prior
+    from ..normalize import percentile_range
+
+    n = ctx.params["interval"]
+
+    def prior_fn(k: int, proj3: Any) -> Any:
+        return linear_prior(torch.from_numpy(proj3[None]), n)[0].numpy()
+
+    return prior_fn, percentile_range(ctx.volume)
+
+
+def uses_inr_prior(weights: str) -> bool:
+    """Whether microdiffusion weights were trained on the INR prior (False: the naive ablation)."""
+    from ..weights import read_config, resolve_weights
+
+    return bool(read_config(resolve_weights(weights, "microdiffusion")).get("inr_prior", True))
+
+
+def _run(ctx, fill_kw: dict[str, Any], prior: str | None) -> Iterator[Any]:
+    """``prior``: "inr" (fit it first), "linear" (shown as the prior output) or None (unet: no prior output)."""
     from ..engine.device import use_bf16
     from ..models.projection_models import reconstruct_projection
     from ..normalize import denormalize
@@ -58,11 +83,15 @@ def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
     prior_fn: Callable[[int, Any], Any] | None = None
     after_plane = None
     n = ctx.params["interval"]
-    if with_prior:
-        inr_prior, (lo, hi) = yield from _inr_prior(ctx)
+    if prior is not None:
+        if prior == "inr":
+            inr_prior, (lo, hi) = yield from _inr_prior(ctx)
+            group_prior: Callable[[int, Any], Any] = lambda k, proj3: inr_prior(k)
+        else:
+            group_prior, (lo, hi) = _linear_prior(ctx)
 
         def render_prior(k: int, proj3: Any) -> Any:
-            cache[k] = inr_prior(k)
+            cache[k] = group_prior(k, proj3)
             return cache[k]
 
         def after_plane(z: int) -> Iterator[Any]:
@@ -80,11 +109,12 @@ def _run(ctx, fill_kw: dict[str, Any], with_prior: bool) -> Iterator[Any]:
 
 def _run_microdiffusion(ctx) -> Iterator[Any]:
     p = ctx.params
-    yield from _run(ctx, dict(steps=p["steps"], sampler=p["sampler"], guidance=p["guidance"], samples=p["samples"]), True)
+    prior = "inr" if uses_inr_prior(p["weights"]) else "linear"
+    yield from _run(ctx, dict(steps=p["steps"], sampler=p["sampler"], guidance=p["guidance"], samples=p["samples"]), prior)
 
 
 def _run_unet(ctx) -> Iterator[Any]:
-    yield from _run(ctx, {}, False)
+    yield from _run(ctx, {}, None)
 
 
 def _outputs(params: dict[str, Any]) -> tuple[str, ...]:

@@ -35,12 +35,14 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
                      phantom_pool: int = 12, phantom_workers: int = 0,
                      intervals: Sequence[int] | None = None, bank_phantoms: int = 6, bank_iterations: int = 400,
                      phantom_shape: tuple[int, int, int] = PROJECTION_PHANTOM_SHAPE, init: str | None = None,
-                     p_terminal: float | None = None) -> Path | None:
+                     p_terminal: float | None = None, inr_prior: bool = True) -> Path | None:
     """Train ``unet`` or ``microdiffusion`` of the projection task; returns the weights folder (None without ``out``).
 
     ``init``: weights to start from (embedded name, folder or Hub id): weights of the same model
     continue training; for ``microdiffusion``, ``projection-unet`` weights warm-start it
     (``warm_start_from_regression``). ``p_terminal``: microdiffusion's share of windows at t = 1.
+    ``inr_prior=False`` trains microdiffusion as the naive-diffusion ablation: the same network and
+    recipe on the linear prior (no INR fits), recorded in its config so inference does the same.
     """
     from ..models.projection_group_net import ProjectionGroupNet
     from ..models.projection_models import (RESIDUAL_SCALE, MicroDiffusionTrainable, ProjectionRegressionTrainable,
@@ -57,9 +59,12 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
     intervals = tuple(intervals or PROJECTION_INTERVALS)
     # windows of 3n planes (the trainable asks the sampler for intervals 3n - 1); microdiffusion
     # draws its windows from the prior bank and needs only the sampler's real volumes
+    if not inr_prior and not diffusion:
+        raise ValueError("inr_prior=False is the microdiffusion ablation; the unet always uses the linear prior")
+    banked = diffusion and inr_prior  # windows come from the INR prior bank, not from the sampler
     sampler = build_window_sampler(data, holdout, crop, phantom_fraction, intervals=intervals,
-                                   phantom_shape=phantom_shape, phantom_pool=0 if diffusion else phantom_pool,
-                                   seed=seed, phantom_workers=0 if diffusion else phantom_workers)
+                                   phantom_shape=phantom_shape, phantom_pool=0 if banked else phantom_pool,
+                                   seed=seed, phantom_workers=0 if banked else phantom_workers)
     net = ProjectionGroupNet(tuple(channels), diffusion=diffusion, mix=mix, residual_scale=RESIDUAL_SCALE)
     previous_steps, previous_seconds, initialised_from = 0, 0.0, None
     if init is not None:
@@ -81,7 +86,12 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
             warm_start_from_regression(net, state)
         initialised_from = f"{kind} weights {folder.name} ({config.get('training', {}).get('steps', '?')} steps)"
         log(f"initialised from {initialised_from}")
-    if diffusion:
+    if diffusion and not inr_prior:
+        log("naive diffusion ablation: the linear prior replaces the INR prior")
+        trainable = MicroDiffusionTrainable(net, sampler, batch_size=batch_size, p_uncond=p_uncond)
+        if p_terminal is not None:
+            trainable.p_terminal = p_terminal
+    elif diffusion:
         from .prior_bank import build_prior_bank
 
         # The INR prior of every training volume, fitted once per interval before training.
@@ -119,6 +129,9 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
     info = {"steps": previous_steps + state.step, "seconds": previous_seconds + state.seconds,
             "initialised_from": initialised_from, "p_terminal": getattr(trainable, "p_terminal", 0.0), "windows_per_s": state.samples_per_s, "losses": state.losses,
             "real_volumes": [v.name for v in sampler.volumes], "phantom_fraction": sampler.phantom_fraction,
-            "intervals": list(trainable.bank.intervals if diffusion else sampler.intervals)}
+            "intervals": list(trainable.bank.intervals if banked else sampler.intervals)}
     return _save(WEIGHTS_NAMES[method], net, out, info, batch_size, crop, lr, p_uncond if diffusion else 0.0, holdout,
-                 overwrite, task="projection", residual_scale=RESIDUAL_SCALE, windows="3n planes (groups k-1, k, k+1)")
+                 overwrite, task="projection", residual_scale=RESIDUAL_SCALE, windows="3n planes (groups k-1, k, k+1)",
+                 extra_config={"inr_prior": False} if diffusion and not inr_prior else None,
+                 card_note=("Naive-diffusion ablation: trained and run on the linear prior instead of the INR prior "
+                            "(a benchmark row, not a model to use).\n\n") if diffusion and not inr_prior else "")
