@@ -1,0 +1,147 @@
+"""Wave optics of the `diffraction` task against cases with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_voxrecon.errors import InputError
+from napari_voxrecon.physics import Optics, forward_images, point_source_field, propagate, transfer_function
+from napari_voxrecon.physics.wave_optics import airy_fwhm
+
+
+def _smooth_field(h=64, w=64, cutoff=0.5, seed=0):
+    """A random complex field whose spectrum lies well inside the propagating band (|k| < cutoff k)."""
+    g = torch.Generator().manual_seed(seed)
+    spec = torch.randn(h, w, generator=g) + 1j * torch.randn(h, w, generator=g)
+    ky = 2 * math.pi * torch.fft.fftfreq(h, d=0.1)[:, None]
+    kx = 2 * math.pi * torch.fft.fftfreq(w, d=0.1)[None, :]
+    k = 2 * math.pi * 1.33 / 0.5
+    spec = spec * ((kx ** 2 + ky ** 2) < (cutoff * k) ** 2)
+    return torch.fft.ifft2(spec.to(torch.complex64)), k
+
+
+def test_free_space_propagation_forward_and_back_returns_the_field():
+    field, k = _smooth_field()
+    there = propagate(field, 1.5, k, 0.1, 0.1)
+    assert (there - field).abs().max() > 0.1 * field.abs().max()  # it did change
+    back = propagate(there, -1.5, k, 0.1, 0.1)
+    torch.testing.assert_close(back, field, rtol=0, atol=1e-4 * float(field.abs().max()))
+
+
+def test_energy_is_conserved_through_a_phase_sample_without_a_pupil():
+    field, k = _smooth_field(cutoff=0.3, seed=1)
+    optics = Optics(wavelength=0.5, na=1.0, n_background=1.33, voxel_size=(0.2, 0.1, 0.1))
+    g = torch.Generator().manual_seed(2)
+    dn = torch.nn.functional.avg_pool2d(torch.randn(8, 1, 64, 64, generator=g), 9, 1, 4)[:, 0] * 0.02  # smooth, weak
+    tf = transfer_function(64, 64, 0.1, 0.1, 0.2, k)
+    from napari_voxrecon.physics.wave_optics import _through_slabs
+
+    out = _through_slabs(field[None], dn, optics.k0, 0.2, tf, 0)[0]
+    e0, e1 = float((field.abs() ** 2).sum()), float((out.abs() ** 2).sum())
+    assert abs(e1 - e0) / e0 < 1e-3
+
+
+def test_a_uniform_slab_shifts_the_phase_by_k0_dn_L():
+    """A normally incident plane wave through L = 10 slabs of Δn: extra phase k0 Δn L."""
+    from napari_voxrecon.physics.wave_optics import _through_slabs
+
+    optics = Optics(wavelength=0.5, na=1.0, n_background=1.33, voxel_size=(0.25, 0.1, 0.1))
+    dz, k = 0.25, optics.k0 * 1.33
+    tf = transfer_function(32, 32, 0.1, 0.1, dz, k)
+    plane = torch.ones(1, 32, 32, dtype=torch.complex64)
+    dn_value = 0.01
+    with_sample = _through_slabs(plane, torch.full((10, 32, 32), dn_value), optics.k0, dz, tf, 0)[0]
+    free = _through_slabs(plane, torch.zeros(10, 32, 32), optics.k0, dz, tf, 0)[0]
+    shift = torch.angle(with_sample * free.conj())
+    expected = optics.k0 * dn_value * 10 * dz  # 0.31 rad
+    torch.testing.assert_close(shift, torch.full_like(shift, expected), rtol=0, atol=1e-4)
+    torch.testing.assert_close(with_sample.abs(), torch.ones(32, 32), rtol=0, atol=1e-5)
+
+
+def test_point_source_field_matches_the_band_limited_spherical_wave_on_axis():
+    """Weyl's construction limited to transverse frequencies below b has the closed-form
+    on-axis value (exp(ikd) - exp(i sqrt(k² - b²) d)) / d (the first term is exp(ikr)/r)."""
+    import cmath
+
+    k = 2 * math.pi * 1.33 / 0.5
+    h, dx = 512, 0.05
+    for d, b in ((2.0, 0.5 * k), (1.0, 0.8 * k)):
+        src = torch.tensor([[0.0, h / 2 * dx, h / 2 * dx]])
+        field = point_source_field(src, d, (h, h), dx, dx, k, band=b)[0]
+        expected = (cmath.exp(1j * k * d) - cmath.exp(1j * math.sqrt(k * k - b * b) * d)) / d
+        assert abs(complex(field[h // 2, h // 2]) - expected) < 0.02 * abs(expected)  # k-space sampling of the sharp band edge
+        # the wave is symmetric about its source, and a sub-pixel shift of the source moves it
+        torch.testing.assert_close(field[h // 2, h // 2 + 7], field[h // 2 + 7, h // 2], rtol=1e-3, atol=1e-5)
+    shifted = point_source_field(torch.tensor([[0.0, h / 2 * dx, h / 2 * dx + 0.5 * dx]]), 2.0, (h, h), dx, dx, k, band=0.5 * k)[0]
+    torch.testing.assert_close(shifted[h // 2, h // 2], shifted[h // 2, h // 2 + 1], rtol=1e-3, atol=1e-5)
+
+
+def test_a_point_source_images_to_an_airy_spot_at_its_position():
+    optics = Optics(wavelength=0.5, na=0.6, n_background=1.33, voxel_size=(0.2, 0.05, 0.05), focus=-1.0)
+    dn = torch.zeros(4, 128, 128)
+    ys, xs = 3.2, 3.1  # µm: pixel (64, 62)
+    img = forward_images(dn, torch.tensor([[-1.0, ys, xs]]), optics, pad=32)[0]
+    peak = np.unravel_index(int(img.argmax()), img.shape)
+    assert peak == (64, 62)
+    profile = img[64].numpy() / float(img.max())
+    x = (np.arange(128) - 62) * 0.05
+    above = x[profile >= 0.5]
+    fwhm = above.max() - above.min() + 0.05  # half-maximum crossing resolved to a pixel
+    assert abs(fwhm - airy_fwhm(0.5, 0.6)) < 0.1 * airy_fwhm(0.5, 0.6) + 0.05
+    first_zero = 0.61 * 0.5 / 0.6
+    near = np.abs(np.abs(x) - first_zero) < 0.04
+    assert profile[near].max() < 0.05  # the dark ring
+
+
+def test_images_are_differentiable_in_the_index_and_the_source_positions():
+    optics = Optics(wavelength=0.5, na=0.8, n_background=1.33, voxel_size=(0.2, 0.1, 0.1))
+    dn = torch.zeros(6, 32, 32)
+    dn[2:4, 12:20, 12:20] = 0.02
+    dn.requires_grad_(True)
+    src = torch.tensor([[-1.0, 1.6, 1.5], [-0.8, 1.4, 1.7]], requires_grad=True)
+    imgs = forward_images(dn, src, optics, pad=8, checkpoint_slabs=2)
+    assert imgs.shape == (2, 32, 32) and torch.isfinite(imgs).all()
+    imgs.sum().backward()
+    assert dn.grad.abs().sum() > 0 and src.grad.abs().sum() > 0
+    # checkpointing changes memory, not values
+    plain = forward_images(dn.detach(), src.detach(), optics, pad=8)
+    torch.testing.assert_close(imgs.detach(), plain, rtol=1e-4, atol=1e-6 * float(plain.max()))
+
+
+def test_camera_binning_and_view_chunks():
+    optics = Optics(wavelength=0.5, na=0.8, voxel_size=(0.2, 0.1, 0.1), camera_pixel=0.2)
+    dn = torch.zeros(4, 32, 32)
+    src = torch.tensor([[-1.0, 1.6, 1.6], [-1.0, 1.0, 2.0], [-0.5, 2.0, 1.0]])
+    full = forward_images(dn, src, Optics(wavelength=0.5, na=0.8, voxel_size=(0.2, 0.1, 0.1)))
+    binned = forward_images(dn, src, optics, view_chunk=2)
+    assert binned.shape == (3, 16, 16)
+    torch.testing.assert_close(binned, full.reshape(3, 16, 2, 16, 2).mean(dim=(2, 4)), rtol=1e-4, atol=1e-6 * float(full.max()))
+    with pytest.raises(ValueError, match="below the top slab"):
+        forward_images(dn, torch.tensor([[5.0, 1.0, 1.0]]), optics)
+
+
+def test_optics_file_round_trip_and_clear_errors(tmp_path):
+    o = Optics(wavelength=0.6, na=0.9, voxel_size=(0.3, 0.15, 0.15), camera_pixel=0.3)
+    assert Optics.load(o.save(tmp_path / "optics.json")) == o and o.binning == 2
+    assert Optics.load(None) == Optics()
+    with pytest.raises(InputError, match="na must be"):
+        Optics(na=1.5, n_background=1.33)
+    with pytest.raises(InputError, match="whole multiple"):
+        Optics(voxel_size=(0.3, 0.2, 0.2), camera_pixel=0.3)
+    (tmp_path / "bad.json").write_text('{"wavelenght": 0.5}')
+    with pytest.raises(InputError, match="unknown optics field"):
+        Optics.load(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="does not exist"):
+        Optics.load(tmp_path / "missing.json")
+
+
+def test_inverse_fft_is_scaled_once_at_every_size():
+    """torch 2.13's CPU ifft2 scales twice at 2048 x 2048; the physics' own ifft2 must not."""
+    from napari_voxrecon.physics.wave_optics import ifft2
+
+    for n in (64, 2048):
+        x = torch.zeros(n, n, dtype=torch.complex64)
+        x[3, 5] = 1 + 2j
+        torch.testing.assert_close(ifft2(torch.fft.fft2(x)), x, rtol=0, atol=1e-5)
