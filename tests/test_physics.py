@@ -145,3 +145,43 @@ def test_inverse_fft_is_scaled_once_at_every_size():
         x = torch.zeros(n, n, dtype=torch.complex64)
         x[3, 5] = 1 + 2j
         torch.testing.assert_close(ifft2(torch.fft.fft2(x)), x, rtol=0, atol=1e-5)
+
+
+def test_ri_phantoms_have_cell_contrasts_and_are_reproducible():
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    cell = make_ri_phantom((16, 48, 48), "cell", seed=1)
+    assert cell.dtype == np.float32 and cell.min() >= 1.33 - 1e-6
+    assert 1.35 < cell.max() < 1.45  # cytoplasm + nucleus + organelles over water
+    assert (cell > 1.34).mean() > 0.05  # a cell fills part of the field
+    np.testing.assert_array_equal(cell, make_ri_phantom((16, 48, 48), "cell", seed=1))
+    tubes = make_ri_phantom((16, 48, 48), "tubes", seed=2)
+    assert 1.335 < tubes.max() < 1.37
+    with pytest.raises(InputError, match="unknown refractive-index phantom"):
+        make_ri_phantom((8, 8, 8), "blob")
+
+
+def test_simulated_diffraction_images_see_the_sample_and_write_the_contract_files(tmp_path):
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import read_volume, write_volume
+    from napari_voxrecon.simulate.diffraction import read_sources
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    ri = make_ri_phantom((8, 32, 32), "cell", seed=3, voxel_size=(0.4, 0.2, 0.2))
+    write_volume(tmp_path / "ri.tif", ri, (0.4, 0.2, 0.2))
+    assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "img.tif"), "--views", "3",
+                 "--sources-out", str(tmp_path / "src.json"), "--seed", "1", "-q"]) == 0
+    images = read_volume(tmp_path / "img.tif").data
+    sources = read_sources(tmp_path / "src.json")
+    optics = Optics.load(tmp_path / "img_optics.json")
+    assert images.shape == (3, 32, 32) and sources.shape == (3, 3) and (sources[:, 0] < 0).all()
+    assert optics.voxel_size == (0.4, 0.2, 0.2)  # taken from the volume's metadata
+    # the same sources through water give different images: the sample is seen
+    water = forward_images(torch.zeros(8, 32, 32), torch.from_numpy(sources), optics, pad=16).numpy()
+    water /= water.max()
+    assert np.abs(images - water).max() > 0.05
+    (tmp_path / "flat.tif").unlink(missing_ok=True)
+    write_volume(tmp_path / "fluo.tif", ri * 1000)
+    assert main(["simulate", "diffraction", str(tmp_path / "fluo.tif"), "-o", str(tmp_path / "x.tif"), "--views", "2",
+                 "--sources-out", str(tmp_path / "s.json"), "-q"]) != 0
+    assert not (tmp_path / "x.tif").exists()

@@ -70,6 +70,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from . import simulate as sim
 
     check_output_path(args.output, args.overwrite)
+    if args.kind == "ri-phantom":
+        from .simulate.ri_phantoms import make_ri_phantom
+
+        data = make_ri_phantom(tuple(args.shape), kind=args.structure, seed=args.seed, voxel_size=tuple(args.voxel_size),
+                               n_background=args.n_background)
+        _write(args.output, data, tuple(args.voxel_size), args.overwrite, args.quiet)
+        return 0
+    if args.kind == "diffraction":
+        return _simulate_diffraction(args)
     if args.kind == "phantom":
         from .simulate.phantoms import make_phantom
 
@@ -88,6 +97,34 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         out = sim.simulate_restore(gt.data, a, l, args.noise_level, args.seed)
         vs = (vz * a, vy * l, vx * l)
     _write(args.output, out, vs, args.overwrite, args.quiet)
+    return 0
+
+
+def _simulate_diffraction(args: argparse.Namespace) -> int:
+    """RI volume -> K images, the SOURCES file and the optics file (all checked before writing)."""
+    from dataclasses import replace
+
+    from .io import read_volume
+    from .io.formats import check_output_path
+    from .physics.optics import Optics
+    from .simulate.diffraction import draw_sources, simulate_diffraction, write_sources
+
+    optics_out = Path(args.optics_out) if args.optics_out else Path(args.output).with_name(Path(args.output).name.split(".")[0] + "_optics.json")
+    for extra in (Path(args.sources_out), optics_out):
+        if extra.exists() and not args.overwrite:
+            raise VoxreconError(f"{extra} exists; pass --overwrite or choose another path.")
+    check_output_path(args.output, args.overwrite)
+    vol = read_volume(args.input)
+    optics = Optics.load(args.optics)
+    if args.optics is None and vol.voxel_size is not None and tuple(vol.voxel_size) != (1.0, 1.0, 1.0):
+        optics = replace(optics, voxel_size=tuple(float(v) for v in vol.voxel_size))  # the volume's own grid
+    sources = draw_sources(vol.data.shape, optics, args.views, args.placement, args.seed)
+    images = simulate_diffraction(vol.data, optics, sources, args.noise_level, args.seed)
+    cam = optics.camera_pixel or optics.voxel_size[2]
+    _write(args.output, images, (1.0, cam, cam), args.overwrite, args.quiet)
+    write_sources(args.sources_out, sources)
+    optics.save(optics_out)
+    _say(f"wrote {args.sources_out} ({len(sources)} sources, {args.placement} the sample) and {optics_out}", args.quiet)
     return 0
 
 
@@ -373,6 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--structure", default="mixed", help="tubes, nuclei, membranes, puncta or mixed (default mixed)")
     p.add_argument("--voxel-size", type=float, nargs=3, default=(0.5, 0.2, 0.2), metavar=("Z", "Y", "X"), help="µm")
     p.add_argument("--noise-level", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    _add_common_output(p)
+    p = sim_sub.add_parser("ri-phantom", help="a refractive-index phantom for the diffraction task (cells or vessel-like tubes)")
+    p.add_argument("--shape", type=int, nargs=3, default=(32, 64, 64), metavar=("Z", "Y", "X"))
+    p.add_argument("--structure", default="cell", choices=["cell", "tubes"])
+    p.add_argument("--voxel-size", type=float, nargs=3, default=(0.4, 0.2, 0.2), metavar=("Z", "Y", "X"), help="µm")
+    p.add_argument("--n-background", type=float, default=1.33, help="index of the medium (default 1.33, water)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common_output(p)
+    p = sim_sub.add_parser("diffraction", help="images of fluorescent point sources through a refractive-index volume")
+    p.add_argument("input", help="absolute refractive-index volume (.tif/.tiff/.zarr)")
+    p.add_argument("--views", type=int, required=True, help="number of sources (images) K")
+    p.add_argument("--sources-out", required=True, help="where to write the SOURCES JSON (positions in µm, z y x)")
+    p.add_argument("--optics", help="optics.json (wavelength, na, n_background, voxel_size, ...); default: defaults with the volume's voxel size")
+    p.add_argument("--optics-out", help="where to write the optics used (default: OUTPUT's name + _optics.json)")
+    p.add_argument("--placement", choices=["below", "inside"], default="below", help="sources 2 µm below the sample, or in its lower half")
+    p.add_argument("--noise-level", type=float, default=0.0, help="relative Poisson noise at the brightest level")
     p.add_argument("--seed", type=int, default=0)
     _add_common_output(p)
     p_sim.set_defaults(func=_cmd_simulate)
