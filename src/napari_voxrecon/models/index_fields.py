@@ -1,0 +1,112 @@
+"""Representations of the refractive-index contrast Δn for the ``diffraction`` task.
+
+All three map to a Δn volume (D, H, W) on the reconstruction grid and share the physics and
+the loss (``models.diffraction_fit``), so comparing them isolates the representation:
+- ``ExplicitGrid`` (method ``explicit``): one free parameter per voxel;
+- ``TriplaneField`` (method ``triplane``): three axis-aligned feature planes (XY, XZ, YZ),
+  features bilinearly sampled at each voxel, summed, decoded by a small MLP;
+- ``NVPField`` (method ``nvp``, the paper's neural volumetric prior): an explicit 3D feature
+  grid (F channels) at a coarser resolution, trilinearly sampled at each voxel and decoded by
+  a 3-layer MLP; ``refine()`` doubles the feature grid's resolution (coarse to fine).
+The MLP's last layer starts at zero, so every field starts as Δn = 0 (the background medium).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(inp: int, hidden: int, layers: int = 3) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = inp
+    for _ in range(layers - 1):
+        mods += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    last = nn.Linear(width, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*mods, last)
+
+
+class ExplicitGrid(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], scale: float = 0.01) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.scale = scale  # parameters of order 1 for a Δn of order 0.01: better-conditioned steps
+        self.values = nn.Parameter(torch.zeros(self.shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.values * self.scale
+
+
+def _grid_coords(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """(D, H, W, 3) normalised (x, y, z) coordinates in [-1, 1] of the voxel centres (grid_sample order)."""
+    d, h, w = shape
+    zs = torch.linspace(-1, 1, d, device=device) if d > 1 else torch.zeros(1, device=device)
+    ys = torch.linspace(-1, 1, h, device=device)
+    xs = torch.linspace(-1, 1, w, device=device)
+    z, y, x = torch.meshgrid(zs, ys, xs, indexing="ij")
+    return torch.stack([x, y, z], dim=-1)
+
+
+class TriplaneField(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 2, hidden: int = 32,
+                 scale: float = 0.01) -> None:
+        super().__init__()
+        d, h, w = shape
+        self.shape, self.scale = tuple(shape), scale
+        r = lambda n: max(2, n // downsample)  # noqa: E731
+        self.xy = nn.Parameter(0.1 * torch.randn(1, features, r(h), r(w)))
+        self.xz = nn.Parameter(0.1 * torch.randn(1, features, r(d), r(w)))
+        self.yz = nn.Parameter(0.1 * torch.randn(1, features, r(d), r(h)))
+        self.mlp = _mlp(features, hidden)
+
+    def forward(self) -> torch.Tensor:
+        c = _grid_coords(self.shape, self.xy.device)  # (D, H, W, 3) as (x, y, z)
+        d, h, w = self.shape
+        sample = lambda plane, a, b: F.grid_sample(  # noqa: E731
+            plane, torch.stack([a, b], -1).reshape(1, -1, 1, 2), align_corners=True)[0, :, :, 0]
+        feats = (sample(self.xy, c[..., 0], c[..., 1]) + sample(self.xz, c[..., 0], c[..., 2])
+                 + sample(self.yz, c[..., 1], c[..., 2]))  # (F, D*H*W)
+        return self.mlp(feats.t()).reshape(d, h, w) * self.scale
+
+
+class NVPField(nn.Module):
+    def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 4, hidden: int = 32,
+                 scale: float = 0.01) -> None:
+        super().__init__()
+        self.shape, self.scale, self.downsample = tuple(shape), scale, downsample
+        self.grid = nn.Parameter(0.1 * torch.randn(1, features, *self._grid_shape(downsample)))
+        self.mlp = _mlp(features, hidden)
+
+    def _grid_shape(self, downsample: int) -> tuple[int, int, int]:
+        return tuple(max(2, -(-n // downsample)) for n in self.shape)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def refine(self) -> bool:
+        """Double the feature grid's resolution (trilinear), down to the voxel grid; False when already there."""
+        if self.downsample <= 1:
+            return False
+        self.downsample = max(1, self.downsample // 2)
+        finer = F.interpolate(self.grid.data, size=self._grid_shape(self.downsample), mode="trilinear", align_corners=True)
+        self.grid = nn.Parameter(finer)
+        return True
+
+    def forward(self) -> torch.Tensor:
+        d, h, w = self.shape
+        c = _grid_coords(self.shape, self.grid.device).reshape(1, d, h, w, 3)
+        feats = F.grid_sample(self.grid, c, align_corners=True)[0]  # (F, D, H, W)
+        return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
+
+
+FIELDS: dict[str, Any] = {"explicit": ExplicitGrid, "triplane": TriplaneField, "nvp": NVPField}
+
+
+def make_field(kind: str, shape: tuple[int, int, int], **kw: Any) -> nn.Module:
+    if kind not in FIELDS:
+        raise ValueError(f"unknown index representation {kind!r}: choose {', '.join(FIELDS)}")
+    return FIELDS[kind](shape, **kw)
