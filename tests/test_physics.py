@@ -217,7 +217,7 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     gt = ri - 1.33
     seen = []
     res = fit_index(imgs, src, optics, shape[0], "nvp", FitConfig(iterations=60, calibrate=False, pad=8),
-                    callback=lambda it, loss, get: seen.append((it, loss)))
+                    callback=lambda step: seen.append((step.iteration, step.loss)))
     assert res.dn.shape == shape and len(seen) == 60 and res.losses[-1] < 0.5 * res.losses[0]
     assert float(((res.dn - gt) ** 2).mean()) < 0.5 * float((gt ** 2).mean())
     shifted = src.copy()

@@ -118,6 +118,7 @@ def _simulate_diffraction(args: argparse.Namespace) -> int:
     optics = Optics.load(args.optics)
     if args.optics is None and vol.voxel_size is not None and tuple(vol.voxel_size) != (1.0, 1.0, 1.0):
         optics = replace(optics, voxel_size=tuple(float(v) for v in vol.voxel_size))  # the volume's own grid
+    optics = replace(optics, depth=int(vol.data.shape[0]))  # what a reconstruction rebuilds by default
     sources = draw_sources(vol.data.shape, optics, args.views, args.placement, args.seed)
     images = simulate_diffraction(vol.data, optics, sources, args.noise_level, args.seed)
     cam = optics.camera_pixel or optics.voxel_size[2]

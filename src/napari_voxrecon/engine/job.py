@@ -122,12 +122,18 @@ class Job:
         done = len(ctx.skip)
         cancel.raise_if_cancelled()
         yield Progress(done, total, f"{self.task}/{self.method}: starting")
+        # A method that fits one whole volume (``extra["finish_on_cancel"]``) answers a cancel by
+        # stopping its fit and yielding the estimate reached so far; the job then still ends as
+        # cancelled, so viewers keep those planes and file sinks do not mark them complete.
+        finish = bool(self.method_spec.extra.get("finish_on_cancel"))
         for event in self.method_spec.run(ctx):
             yield event
             if isinstance(event, SliceResult) and event.output == "result":
                 done += 1
                 yield Progress(done, total, f"plane {event.z + 1}/{total}")
-            cancel.raise_if_cancelled()
+            if not finish:
+                cancel.raise_if_cancelled()
+        cancel.raise_if_cancelled()
 
 
 def resolve_params(task: Task, method: Method, given: dict[str, Any]) -> dict[str, Any]:

@@ -86,3 +86,55 @@ RESTORE = register_task(
         default_method="trilinear",
     )
 )
+
+
+def _diffraction_optics(p: dict[str, Any]) -> Any:
+    from ..physics.optics import Optics
+
+    return Optics.load(p["optics"] or None)
+
+
+def _diffraction_depth(p: dict[str, Any]) -> int:
+    depth = p["depth"] or _diffraction_optics(p).depth
+    if not depth:
+        raise InputError("diffraction: give --depth (planes of the index volume to reconstruct) or an optics file "
+                         "that records it (voxrecon simulate diffraction writes one).")
+    return int(depth)
+
+
+def _diffraction_shape(shape: tuple[int, int, int], p: dict[str, Any]) -> tuple[int, int, int]:
+    b = _diffraction_optics(p).binning
+    return (_diffraction_depth(p), shape[1] * b, shape[2] * b)
+
+
+def _diffraction_voxel(vs: tuple[float, float, float], p: dict[str, Any]) -> tuple[float, float, float]:
+    return _diffraction_optics(p).voxel_size
+
+
+def _diffraction_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
+    from ..simulate.diffraction import read_sources
+
+    if not p["sources"]:
+        raise InputError("diffraction: give --sources, the JSON file of the source positions (µm, z y x).")
+    n = read_sources(p["sources"]).shape[0]
+    if n != shape[0]:
+        raise InputError(f"diffraction: the image stack holds {shape[0]} image(s) but {p['sources']} lists {n} source(s); "
+                         "they must match one to one.")
+    _diffraction_depth(p)
+
+
+DIFFRACTION = register_task(
+    Task(
+        name="diffraction",
+        help="K images of fluorescent point sources seen through the sample: recover its 3D refractive index",
+        params=(
+            Param("sources", str, "", "JSON file of the K source positions in µm (z, y, x), one per image"),
+            Param("optics", str, "", "optics.json (wavelength, na, n_background, voxel_size, ...); empty: the defaults"),
+            Param("depth", int, 0, "planes of the index volume (0: the optics file's depth)", min=0, max=4096),
+        ),
+        output_shape=_diffraction_shape,
+        output_voxel_size=_diffraction_voxel,
+        validate=_diffraction_validate,
+        default_method="nvp",
+    )
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -79,14 +79,25 @@ def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float) -> to
     return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
 
 
-def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
-              config: FitConfig | None = None, device: str = "cpu",
-              callback: Callable[[int, float, Callable[[], np.ndarray]], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> FitResult:
+@dataclass
+class FitStep:
+    """One iteration's report: its loss and a way to render the current Δn (costs one forward)."""
+
+    iteration: int
+    total: int
+    loss: float
+    render: Callable[[], np.ndarray]
+    sources: np.ndarray  # (K, 3) positions after this iteration
+    losses: list[float]  # every iteration's loss so far
+    seconds: float
+
+
+def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
+              config: FitConfig | None = None, device: str = "cpu") -> Generator[FitStep, None, FitResult]:
     """Fit ``kind`` ('nvp', 'triplane', 'explicit') to images (K, H, W) (camera pixels = grid
-    pixels × binning); returns Δn on a (depth, H·b, W·b) grid. ``callback(it, loss, get_dn)``
-    is called every iteration (``get_dn()`` renders the current estimate on demand);
-    ``should_stop()`` ends the fit early with the current estimate."""
+    pixels × binning), yielding a ``FitStep`` after every iteration; returns the ``FitResult``
+    with Δn on a (depth, H·b, W·b) grid. Closing the generator early (or breaking out of it and
+    closing it) simply stops; each step carries what a result needs (``result_of``)."""
     cfg = config or FitConfig()
     torch.manual_seed(cfg.seed)
     b = optics.binning
@@ -104,6 +115,10 @@ def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             groups.append({"params": [src], "lr": cfg.source_lr})
         return torch.optim.Adam(groups)
 
+    def render() -> np.ndarray:
+        with torch.no_grad():
+            return net().detach().cpu().numpy().astype(np.float32)
+
     opt = optimiser()
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
     losses: list[float] = []
@@ -118,16 +133,36 @@ def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():  # Δn >= 0 is not assumed, but sources stay below the top slab
+        with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
         losses.append(float(loss.detach()))
+        yield FitStep(it, cfg.iterations, losses[-1], render, src.detach().cpu().numpy().copy(), losses,
+                      time.perf_counter() - t0)
+    return FitResult(render(), src.detach().cpu().numpy(), losses, time.perf_counter() - t0, it)
+
+
+def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
+              config: FitConfig | None = None, device: str = "cpu",
+              callback: Callable[[FitStep], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> FitResult:
+    """``fit_steps`` run to the end, or until ``should_stop()`` (then with the estimate so far)."""
+    gen = fit_steps(images, sources, optics, depth, kind, config, device)
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as done:
+            return done.value
         if callback is not None:
-            callback(it, losses[-1], lambda: net().detach().cpu().numpy())
+            callback(step)
         if should_stop is not None and should_stop():
-            break
-    with torch.no_grad():
-        dn = net().detach().cpu().numpy()
-    return FitResult(dn.astype(np.float32), src.detach().cpu().numpy(), losses, time.perf_counter() - t0, it)
+            result = result_of(step)
+            gen.close()
+            return result
+
+
+def result_of(step: FitStep) -> FitResult:
+    """The result of a fit stopped after ``step``: its current estimate and sources."""
+    return FitResult(step.render(), step.sources, list(step.losses), step.seconds, step.iteration)
 
 
 def gaussian_fit_sources(images: np.ndarray, optics: Optics, z: float) -> np.ndarray:

@@ -28,6 +28,7 @@ class Optics:
     voxel_size: tuple[float, float, float] = field(default=(0.4, 0.2, 0.2))  # (z, y, x) of the RI grid
     camera_pixel: float | None = None  # pixel size in sample space; None: the grid's x spacing
     focus: float | None = None  # z of the focal plane in the RI frame; None: the volume's centre
+    depth: int | None = None  # planes of the RI grid (the simulator records it; reconstruction's default)
 
     def __post_init__(self) -> None:
         vs = tuple(float(v) for v in self.voxel_size)
@@ -45,6 +46,8 @@ class Optics:
             ratio = self.camera_pixel / vs[2]
             if ratio < 1 - 1e-6 or abs(ratio - round(ratio)) > 1e-6:
                 problems.append(f"camera_pixel ({self.camera_pixel} µm) must be a whole multiple of the x voxel size ({vs[2]} µm)")
+        if self.depth is not None and (int(self.depth) != self.depth or self.depth < 1):
+            problems.append(f"depth must be a positive number of planes, not {self.depth}")
         if problems:
             raise InputError("invalid optics: " + "; ".join(problems) + ".")
 

@@ -1,0 +1,86 @@
+"""The `diffraction` task through the engine and the CLI, with tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_voxrecon.engine import Job, run_job
+from napari_voxrecon.engine.cancel import CancelToken
+from napari_voxrecon.engine.events import Preview, Progress, SliceResult
+from napari_voxrecon.errors import InputError, JobCancelled, VoxreconError
+
+
+@pytest.fixture(scope="module")
+def acquisition(tmp_path_factory):
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import write_volume
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    root = tmp_path_factory.mktemp("diffraction")
+    ri = make_ri_phantom((8, 24, 24), "cell", seed=5, voxel_size=(0.4, 0.2, 0.2))
+    write_volume(root / "ri.tif", ri, (0.4, 0.2, 0.2))
+    assert main(["simulate", "diffraction", str(root / "ri.tif"), "-o", str(root / "img.tif"), "--views", "4",
+                 "--sources-out", str(root / "src.json"), "-q"]) == 0
+    return root, ri
+
+
+def _job(root, method="nvp", **params):
+    from napari_voxrecon.io import read_volume
+
+    images = read_volume(root / "img.tif").data
+    p = {"sources": str(root / "src.json"), "optics": str(root / "img_optics.json"), "iterations": 15, **params}
+    return Job("diffraction", images, p, method=method, device="cpu", seed=0)
+
+
+@pytest.mark.parametrize("method", ["nvp", "explicit", "triplane"])
+def test_every_representation_reconstructs_the_index_on_the_ri_grid(acquisition, method):
+    root, ri = acquisition
+    out = run_job(_job(root, method))["result"]
+    assert out.shape == ri.shape and np.isfinite(out).all()
+    assert abs(float(np.median(out)) - 1.33) < 0.01  # absolute index, background kept
+
+
+def test_cli_reconstructs_with_the_contract_command(acquisition):
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import read_volume
+
+    root, ri = acquisition
+    assert main(["reconstruct", "diffraction", str(root / "img.tif"), "--sources", str(root / "src.json"),
+                 "--optics", str(root / "img_optics.json"), "-o", str(root / "rec.tif"), "--iterations", "10", "-q"]) == 0
+    rec = read_volume(root / "rec.tif")
+    assert rec.data.shape == ri.shape and tuple(rec.voxel_size) == pytest.approx((0.4, 0.2, 0.2))
+
+
+def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
+    root, _ = acquisition
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps([[-2, 1, 1], [-2, 2, 2]]))
+    with pytest.raises(InputError, match="4 image"):
+        run_job(_job(root, sources=str(two)))
+    with pytest.raises(InputError, match="give --depth"):
+        run_job(_job(root, optics=""))
+    with pytest.raises(VoxreconError, match="give --sources"):
+        run_job(_job(root, sources=""))
+
+
+def test_the_index_is_previewed_while_fitting_and_cancel_keeps_the_estimate(acquisition, monkeypatch):
+    from napari_voxrecon.methods import diffraction_methods
+
+    root, ri = acquisition
+    monkeypatch.setattr(diffraction_methods, "PREVIEW_SECONDS", 0.0)
+    events = []
+    cancel = CancelToken()
+
+    def on_event(e):
+        events.append(e)
+        if isinstance(e, Progress) and "iteration 5/" in e.message:
+            cancel.cancel()
+
+    with pytest.raises(JobCancelled):
+        run_job(_job(root, iterations=200), cancel=cancel, on_event=on_event)
+    previews = [e for e in events if isinstance(e, Preview)]
+    planes = [e for e in events if isinstance(e, SliceResult)]
+    assert previews and previews[0].data.shape == ri.shape
+    assert len(planes) == ri.shape[0]  # the estimate at iteration 5, every plane
+    assert any("stopped at iteration 5" in e.message for e in events if isinstance(e, Progress))
