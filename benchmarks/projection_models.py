@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/projection_models.py ../shared/data/cells3d_nuclei.tif \
-      [--unet WEIGHTS] [--microdiffusion WEIGHTS] [--intervals 6 4 8 16] [--out benchmarks/out/projection.md]
+      [--unet WEIGHTS] [--microdiffusion WEIGHTS] [--naive WEIGHTS] [--intervals 6 4 8 16] [--out benchmarks/out/projection.md]
 
 Held-out data: the last 37.5 % of x of the real volume (the learned models trained on the rest,
 ``training.windows.split_holdout``). Each group of n planes is replaced by its mean (a
@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("ground_truth")
     ap.add_argument("--unet", help="projection unet weights (default: embedded)", default="default")
     ap.add_argument("--microdiffusion", help="microdiffusion weights (default: embedded; 'none' skips its rows)", default="default")
+    ap.add_argument("--naive", help="naive-diffusion ablation weights (voxrecon train microdiffusion --no-inr-prior): "
+                    "rows with the same steps and samples as microdiffusion")
     ap.add_argument("--intervals", type=int, nargs="+", default=[6, 4, 8, 16])
     ap.add_argument("--samples", type=int, default=4, help="K of the K-sample-mean rows")
     ap.add_argument("--steps", type=int, nargs="+", default=[4], help="microdiffusion sampling steps (one row set each)")
@@ -92,7 +94,7 @@ def main() -> None:
         f"--intervals {' '.join(map(str, args.intervals))} --samples {args.samples} --steps {' '.join(map(str, args.steps))} "
         f"--guidance {args.guidance} --iterations {args.iterations} --fourier-iterations {args.fourier_iterations} "
         f"--fourier-intervals {' '.join(map(str, args.fourier_intervals))} --steps-curve {' '.join(map(str, args.steps_curve))}"
-        + (f" --skip {' '.join(args.skip)}" if args.skip else "") + "`",
+        + (f" --skip {' '.join(args.skip)}" if args.skip else "") + (f" --naive {args.naive}" if args.naive else "") + "`",
         "",
         "| n | method | PSNR | SSIM | Dice (Otsu) | s total | s / plane |",
         "|---|---|---|---|---|---|---|",
@@ -123,6 +125,12 @@ def main() -> None:
             if n == args.intervals[0]:
                 rows += [(f"microdiffusion, {steps} steps, 1 sample", "microdiffusion", {**md, "steps": steps, "samples": 1, "consistency": False})
                          for steps in args.steps_curve]
+        if args.naive:
+            for steps in args.steps:
+                for k in (1, args.samples):
+                    label = f"naive diffusion (linear prior, no INR), {steps} steps, {'1 sample' if k == 1 else f'mean of {k}'}"
+                    rows.append((label, "microdiffusion", {**md, "weights": args.naive, "steps": steps, "samples": k,
+                                                           "consistency": False}))
         for label, method, params in rows:
             pred, dt = run(method, proj, n, params)
             variants = [(label, pred)]
