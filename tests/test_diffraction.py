@@ -38,7 +38,7 @@ def test_every_representation_reconstructs_the_index_on_the_ri_grid(acquisition,
     root, ri = acquisition
     out = run_job(_job(root, method))["result"]
     assert out.shape == ri.shape and np.isfinite(out).all()
-    assert abs(float(np.median(out)) - 1.33) < 0.01  # absolute index, background kept
+    assert 1.25 < out.min() and out.max() < 1.45 and np.ptp(out) > 1e-4  # absolute index around water, fitted
 
 
 def test_cli_reconstructs_with_the_contract_command(acquisition):

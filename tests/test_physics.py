@@ -222,7 +222,9 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     assert float(((res.dn - gt) ** 2).mean()) < 0.5 * float((gt ** 2).mean())
     shifted = src.copy()
     shifted[:, 1:] += 0.3  # µm: 1.5 pixels off laterally
-    cal = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=60, pad=8, source_lr=0.02))
+    cal = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=60, pad=8, source_lr=0.02, calibrate_after=0.0))
     assert np.abs(cal.sources[:, 1:] - src[:, 1:]).mean() < 0.5 * 0.3
+    held = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=5, pad=8, calibrate_after=1.0))
+    np.testing.assert_array_equal(held.sources, shifted)  # held for the whole (short) fit
     stopped = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(iterations=50, pad=8), should_stop=lambda: True)
     assert stopped.iterations == 1

@@ -30,6 +30,7 @@ class FitConfig:
     lr: float = 0.02  # Adam, for the representation's parameters
     source_lr: float = 0.02  # Adam, µm, for the source positions
     calibrate: bool = True
+    calibrate_after: float = 0.5  # fraction of the iterations before the sources move (early on they drift to explain index errors)
     tv: float = 2e-3  # τ
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
@@ -132,6 +133,8 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         loss = image_loss(pred, meas, cfg.ssim_weight) + cfg.tv * total_variation(dn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if src.grad is not None and it <= cfg.calibrate_after * cfg.iterations:
+            src.grad = None  # sources held until the index has settled
         opt.step()
         with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
