@@ -94,6 +94,22 @@ def interesting_cursor(truth: np.ndarray, voxel: tuple[float, float, float]) -> 
     return z * voxel[0], y * voxel[1], x * voxel[2]
 
 
+def orthoviews(viewer, layers: list, shown, truth, path: Path) -> None:
+    """Dock the Orthogonal views on ``layers`` (only ``shown`` visible in the canvas), put the
+    cursor in a bright nucleus of ``truth`` and save the window to ``path``."""
+    for layer in viewer.layers:
+        layer.visible = layer.name == shown.name
+    _, ortho = viewer.window.add_plugin_dock_widget(PLUGIN, "Orthogonal views")
+    ortho.set_layers([layer.name for layer in layers])
+    viewer.window._qt_window.resizeDocks([ortho.parent()], [int(WINDOW[0] * 0.6)], 1)  # Qt.Horizontal
+    process_events(0.5)
+    ortho.fit()
+    viewer.reset_view()
+    ortho.set_cursor(*interesting_cursor(np.asarray(truth.data), tuple(truth.scale)))
+    process_events(1.0)
+    save(viewer, path)
+
+
 def tiny_weights(folder: Path) -> str:
     """Train Sparse3Diff for a few steps on the ground-truth sample (seconds on a CPU)."""
     from napari_voxrecon._sample_data import load_ground_truth
@@ -165,18 +181,7 @@ def microdiffusion_views(viewer, out_dir: Path, weights: str) -> None:
     run_to_end(recon, "microdiffusion", timeout=900.0)
     result, prior = recon.outputs["result"], recon.outputs["prior"]
     viewer.window.remove_dock_widget(recon_dock)
-    for layer in viewer.layers:
-        layer.visible = layer.name == result.name
-    _, ortho = viewer.window.add_plugin_dock_widget(PLUGIN, "Orthogonal views")
-    ortho.set_layers([proj.name, prior.name, result.name, truth.name])
-    dock = ortho.parent()
-    viewer.window._qt_window.resizeDocks([dock], [int(WINDOW[0] * 0.6)], 1)  # Qt.Horizontal
-    process_events(0.5)
-    ortho.fit()
-    viewer.reset_view()
-    ortho.set_cursor(*interesting_cursor(np.asarray(truth.data), tuple(truth.scale)))
-    process_events(1.0)
-    save(viewer, out_dir / "microdiffusion_views.png")
+    orthoviews(viewer, [proj, prior, result, truth], result, truth, out_dir / "microdiffusion_views.png")
 
 
 def restore_views(viewer, out_dir: Path) -> None:
@@ -194,18 +199,7 @@ def restore_views(viewer, out_dir: Path) -> None:
         run_to_end(recon, method, timeout=900.0)
         results[method] = recon.outputs["result"]
     viewer.window.remove_dock_widget(recon_dock)
-    for layer in viewer.layers:
-        layer.visible = layer.name == results["dit"].name
-    _, ortho = viewer.window.add_plugin_dock_widget(PLUGIN, "Orthogonal views")
-    ortho.set_layers([low.name, results["care"].name, results["dit"].name, truth.name])
-    dock = ortho.parent()
-    viewer.window._qt_window.resizeDocks([dock], [int(WINDOW[0] * 0.6)], 1)  # Qt.Horizontal
-    process_events(0.5)
-    ortho.fit()
-    viewer.reset_view()
-    ortho.set_cursor(*interesting_cursor(np.asarray(truth.data), tuple(truth.scale)))
-    process_events(1.0)
-    save(viewer, out_dir / "restore_views.png")
+    orthoviews(viewer, [low, results["care"], results["dit"], truth], results["dit"], truth, out_dir / "restore_views.png")
 
 
 def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> None:
@@ -268,18 +262,7 @@ def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> 
     run_to_end(recon, "linear")
     linear = recon.outputs["result"]
     viewer.window.remove_dock_widget(recon_dock)
-    for layer in viewer.layers:
-        layer.visible = layer.name == cubic.name
-    _, ortho = viewer.window.add_plugin_dock_widget(PLUGIN, "Orthogonal views")
-    ortho.set_layers([sparse.name, linear.name, cubic.name, truth.name])
-    dock = ortho.parent()
-    viewer.window._qt_window.resizeDocks([dock], [int(WINDOW[0] * 0.6)], 1)  # Qt.Horizontal
-    process_events(0.5)
-    ortho.fit()
-    viewer.reset_view()
-    ortho.set_cursor(*interesting_cursor(np.asarray(truth.data), tuple(truth.scale)))
-    process_events(1.0)
-    save(viewer, out_dir / "orthoviews.png")
+    orthoviews(viewer, [sparse, linear, cubic, truth], cubic, truth, out_dir / "orthoviews.png")
     viewer.close()
 
 

@@ -297,10 +297,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
     if args.no_inr_prior and args.model != "microdiffusion":
         raise VoxreconError("--no-inr-prior applies to microdiffusion only.")
-    if args.global_encoder and args.model != "dit":
-        raise VoxreconError("--global-encoder applies to dit only.")
-    if args.prior and args.model != "dit":
-        raise VoxreconError("--prior applies to dit only (care weights as its regression prior).")
+    if (args.prior or args.global_encoder) and args.model != "dit":  # other trainers never see these flags
+        raise VoxreconError("--prior and --global-encoder apply to dit only.")
     if args.p_terminal is not None and args.model not in ("sparse3diff", "microdiffusion", "dit"):
         raise VoxreconError("--p-terminal applies to the diffusion models (sparse3diff, microdiffusion, dit) only.")
     # What every trainer takes; each task adds its own.

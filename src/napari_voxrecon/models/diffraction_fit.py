@@ -5,7 +5,7 @@ view through the multi-slice model (``physics.wave_optics.forward_images``), com
 measured images, step. Loss = L1 + L2 + λ (1 - SSIM)/2 on the images, after a least-squares
 global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn) (anisotropic
 total variation, in units of 0.01). Source positions are optimised jointly when ``calibrate``
-(self-calibration; they start from the given file or from a Gaussian fit of each image). The
+(self-calibration, starting from the given file, after ``calibrate_after`` of the iterations). The
 NVP feature grid is refined coarse to fine at fixed fractions of the iterations.
 """
 
@@ -166,19 +166,3 @@ def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
 def result_of(step: FitStep) -> FitResult:
     """The result of a fit stopped after ``step``: its current estimate and sources."""
     return FitResult(step.render(), step.sources, list(step.losses), step.seconds, step.iteration)
-
-
-def gaussian_fit_sources(images: np.ndarray, optics: Optics, z: float) -> np.ndarray:
-    """Initial source positions from the images alone: each image's intensity-weighted centroid
-    after subtracting its median (a Gaussian fit's centre for a single spot), at depth ``z``."""
-    k, h, w = images.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    out = []
-    for img in np.asarray(images, dtype=np.float64):
-        wgt = np.clip(img - np.median(img), 0, None)
-        total = wgt.sum()
-        cy, cx = ((wgt * ys).sum() / total, (wgt * xs).sum() / total) if total > 0 else ((h - 1) / 2, (w - 1) / 2)
-        # camera pixel i covers grid pixels i*b..i*b+b-1: its centre in µm
-        b = optics.binning
-        out.append([z, (cy * b + (b - 1) / 2) * optics.voxel_size[1], (cx * b + (b - 1) / 2) * optics.voxel_size[2]])
-    return np.asarray(out, dtype=np.float32)

@@ -95,7 +95,7 @@ class RestoreDiffusionTrainable(RestoreRegressionTrainable):
         device = next(network.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         x0 = self.residual(batch)
-        prior = network.prior_residual(batch["lq"], batch["mask"]) if getattr(network, "prior", None) is not None else None
+        prior = network.prior_residual(batch["lq"], batch["mask"])  # None without a regression prior
         if prior is not None:
             x0 = x0 - prior  # diffuse what the regression prior gets wrong
         b = x0.shape[0]
@@ -138,7 +138,7 @@ class RestoreModel:
                 out = net(None, x, mask, torch.zeros(1, device=dev)).float()
             return lq + out[0, :, :h, :w] / self.residual_scale, None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            prior = net.prior_residual(x, mask) if getattr(net, "prior", None) is not None else None
+            prior = net.prior_residual(x, mask)  # once per tile, not per step; None without a prior
         prior = None if prior is None else prior.float()
         x_T = torch.randn((samples, *x.shape[1:]), generator=generator, device="cpu").to(dev)
         chunk = 1 if dev.type == "cpu" else samples  # sequential K on CPUs: bounded memory

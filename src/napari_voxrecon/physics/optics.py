@@ -18,6 +18,16 @@ from typing import Any
 from ..errors import InputError
 
 
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON content of ``path``; a missing or malformed file is an InputError naming ``what``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise InputError(f"{what} {path} does not exist.") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{what} {path} is not valid JSON ({err}).") from err
+
+
 @dataclass(frozen=True)
 class Optics:
     """Microscope and sampling parameters of a diffraction acquisition (lengths in µm)."""
@@ -91,12 +101,7 @@ class Optics:
         """The optics in ``path`` (JSON), or the defaults for None."""
         if path is None:
             return cls()
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError as err:
-            raise InputError(f"optics file {path} does not exist.") from err
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"optics file {path} is not valid JSON ({err}).") from err
+        data = read_json_file(path, "optics file")
         if not isinstance(data, dict):
             raise InputError(f"optics file {path} must hold a JSON object of fields, not {type(data).__name__}.")
         return cls.from_dict(data)

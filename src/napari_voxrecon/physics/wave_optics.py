@@ -14,8 +14,6 @@ side keep spreading waves from wrapping around into the image.
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
 import torch
 
 from .optics import Optics
@@ -188,13 +186,3 @@ def _through_slabs(field: torch.Tensor, dn: torch.Tensor, k0: float, dz: float, 
 def airy_fwhm(wavelength: float, na: float) -> float:
     """Full width at half maximum of the in-focus intensity PSF of a circular pupil: 0.514 λ/NA."""
     return 0.5145 * wavelength / na
-
-
-def check_sources(sources: Sequence[Sequence[float]]) -> torch.Tensor:
-    """(K, 3) float32 tensor of source positions, checked."""
-    t = torch.as_tensor(sources, dtype=torch.float32)
-    if t.dim() != 2 or t.shape[1] != 3 or t.shape[0] == 0:
-        raise ValueError(f"sources must be a non-empty list of (z, y, x) positions, not shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError("source positions must be finite")
-    return t

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..physics.optics import Optics
+from ..physics.optics import Optics, read_json_file
 
 #: Lateral margin (pixels) added around the volume while simulating, so waves do not wrap.
 SIMULATION_PAD = 16
@@ -81,12 +81,7 @@ def write_sources(path: str | os.PathLike[str], sources: np.ndarray) -> Path:
 
 def read_sources(path: str | os.PathLike[str]) -> np.ndarray:
     """(K, 3) positions from a SOURCES file, with a clear message for anything else."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise InputError(f"sources file {path} does not exist.") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"sources file {path} is not valid JSON ({err}).") from err
+    data = read_json_file(path, "sources file")
     try:
         arr = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as err:

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .phantoms import _random_rotation, clean_phantom
+
 RI_PHANTOM_KINDS = ("cell", "tubes")
 DEFAULT_N_BACKGROUND = 1.33
 
@@ -32,15 +34,6 @@ def _ellipsoid(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarr
     return _soft((1 - r) * edge_um / float(vox.min()))
 
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    a, b, c, d = q
-    return np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-                     [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-                     [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]])
-
-
 def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
     extent = np.array(shape) * vox
@@ -48,7 +41,7 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
     for _ in range(int(rng.integers(1, 3))):
         radii = np.array([rng.uniform(0.3, 0.42) * extent[0], *rng.uniform(0.22, 0.36, 2) * extent[1:].min()])
         centre = extent * rng.uniform(0.35, 0.65, 3)
-        rot = _rotation(rng) if rng.random() < 0.5 else np.eye(3)
+        rot = _random_rotation(rng) if rng.random() < 0.5 else np.eye(3)
         body = _ellipsoid(grid, centre, radii, rot, vox)
         cell = rng.uniform(0.015, 0.025) * body
         n_radii = radii * rng.uniform(0.45, 0.6, 3)
@@ -64,14 +57,12 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
             c = centre + direction * radii * rng.uniform(0.65, 0.9)
             size = rng.uniform(0.3, 0.8) + vox.max()
             r = np.array([size, size * rng.uniform(0.4, 1.0), size * rng.uniform(0.4, 1.0)])
-            cell += rng.uniform(0.01, 0.05) * _ellipsoid(grid, c, r, _rotation(rng), vox) * body
+            cell += rng.uniform(0.01, 0.05) * _ellipsoid(grid, c, r, _random_rotation(rng), vox) * body
         dn = np.maximum(dn, cell.astype(np.float32))
     return dn
 
 
 def _tubes(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from .phantoms import clean_phantom
-
     density = clean_phantom(shape, kind="tubes", rng=rng, voxel_size=tuple(vox))
     return (rng.uniform(0.01, 0.03) * np.clip(density, 0, 1)).astype(np.float32)
 

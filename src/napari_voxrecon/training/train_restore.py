@@ -61,30 +61,14 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
+    from ..weights import load_weights
+
+    if method != "dit" and (prior is not None or global_encoder is not None):
+        raise VoxreconError("--prior and --global-encoder apply to dit only.")
+    if prior is not None and init is not None:
+        raise VoxreconError("give --prior or --init, not both: weights given with --init already hold their prior.")
     previous_steps, previous_seconds, initialised_from, prior_info = 0, 0.0, None, None
-    prior_state, prior_channels = None, None
-    if prior is not None:
-        from ..weights import load_weights
-
-        if method != "dit":
-            raise VoxreconError("--prior applies to dit only (it takes care weights as the dit's regression prior).")
-        if init is not None:
-            raise VoxreconError("give --prior or --init, not both: weights given with --init already hold their prior.")
-        prior_state, prior_config, prior_folder = load_weights(prior, "care")
-        prior_channels = prior_config["architecture"]["channels"]
-        prior_deg = prior_config.get("restore_degradation", "?")
-        if prior_deg != degradation:
-            log(f"warning: the prior {prior_folder.name} was trained for {prior_deg}, this run trains for {degradation}")
-        prior_info = f"care weights {prior_folder.name} ({prior_deg}, {prior_config.get('training', {}).get('steps', '?')} steps)"
-        log(f"regression prior: {prior_info}")
-    if global_encoder is not None and method != "dit":
-        raise VoxreconError("--global-encoder applies to dit only.")
-    net = build_restore_network(method, channels, dim, blocks, heads, patch, prior_channels, global_encoder)
-    if prior_state is not None:
-        net.prior.load_state_dict(prior_state)
-    if init is not None:
-        from ..weights import load_weights
-
+    if init is not None:  # the architecture (prior and global encoder included) comes with the weights
         state, config, folder = load_weights(init, method)
         arch = dict(config["architecture"])
         net = build_restore_network(method, arch.get("channels", channels), arch.get("dim", dim), arch.get("depth", blocks),
@@ -95,6 +79,18 @@ def train_restore(method: str, data: Sequence[str], out: str | None, *, degradat
         previous_seconds = float(config.get("training", {}).get("seconds", 0.0))
         initialised_from = f"{method} weights {folder.name} ({config.get('restore_degradation', '?')}, {previous_steps} steps)"
         log(f"initialised from {initialised_from}")
+    elif prior is not None:
+        prior_state, prior_config, prior_folder = load_weights(prior, "care")
+        prior_deg = prior_config.get("restore_degradation", "?")
+        if prior_deg != degradation:
+            log(f"warning: the prior {prior_folder.name} was trained for {prior_deg}, this run trains for {degradation}")
+        prior_info = f"care weights {prior_folder.name} ({prior_deg}, {prior_config.get('training', {}).get('steps', '?')} steps)"
+        log(f"regression prior: {prior_info}")
+        net = build_restore_network(method, channels, dim, blocks, heads, patch, prior_config["architecture"]["channels"],
+                                    global_encoder)
+        net.prior.load_state_dict(prior_state)
+    else:
+        net = build_restore_network(method, channels, dim, blocks, heads, patch, None, global_encoder)
     sampler = build_window_sampler(data, holdout, crop, phantom_fraction, intervals=(depth - 1,), phantom_shape=phantom_shape,
                                    phantom_pool=phantom_pool, seed=seed, phantom_workers=phantom_workers)
     diffusion = method == "dit"
