@@ -183,6 +183,8 @@ def test_restore_models_train_from_the_cli(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["restore_degradation"] == "denoise"
     assert main(["train", "unet", "--degradation", "denoise", "-o", str(tmp_path / "x")]) != 0
     assert "--degradation applies to the restore models" in capsys.readouterr().err
+    assert main(["train", "care", "--bank-phantoms", "3", "-o", str(tmp_path / "y")]) != 0
+    assert "--bank-phantoms applies to microdiffusion only" in capsys.readouterr().err
 
 
 def test_missing_default_restore_weights_say_how_to_get_them(monkeypatch):

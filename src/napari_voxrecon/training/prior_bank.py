@@ -27,7 +27,7 @@ class BankEntry:
 
 
 def fit_prior(truth: np.ndarray, n: int, *, iterations: int = 600, neighbour_sigma: float = 0.0, seed: int = 0,
-              encoding: str = "grid") -> BankEntry:
+              encoding: str = "grid", device: str = "cpu") -> BankEntry:
     """Simulate the projections of ``truth`` ([-1, 1], depth cut to a multiple of n), fit the
     INR to them exactly as the ``microdiffusion`` method does, and render the prior."""
     from ..models.inr import fit_projection, render_output_plane
@@ -37,7 +37,7 @@ def fit_prior(truth: np.ndarray, n: int, *, iterations: int = 600, neighbour_sig
     proj = truth.reshape(m, n, *truth.shape[1:]).mean(axis=1)
     unit = (proj + 1) / 2
     model = None
-    for item in fit_projection(unit, n, iterations=iterations, seed=seed, encoding=encoding):
+    for item in fit_projection(unit, n, iterations=iterations, seed=seed, encoding=encoding, device=device):
         model = item
     h, w = truth.shape[1:]
     with torch.no_grad():
@@ -88,9 +88,11 @@ class PriorBank:
 
 def build_prior_bank(volumes: Sequence[tuple[str, np.ndarray]], intervals: Sequence[int], *, crop: int = 64,
                      phantoms: int = 8, phantom_shape: tuple[int, int, int] = (52, 96, 96), phantom_intervals: int = 2,
-                     iterations: int = 600, seed: int = 0, log: Callable[[str], None] = print) -> PriorBank:
+                     iterations: int = 600, seed: int = 0, log: Callable[[str], None] = print,
+                     device: str = "cpu") -> PriorBank:
     """Fit priors for every real volume at every interval and for ``phantoms`` fresh phantoms
-    at ``phantom_intervals`` random intervals each."""
+    at ``phantom_intervals`` random intervals each (the fits run on ``device``: a GPU run
+    affords many more phantoms)."""
     import time
 
     from .windows import make_phantom_volume
@@ -107,7 +109,7 @@ def build_prior_bank(volumes: Sequence[tuple[str, np.ndarray]], intervals: Seque
             jobs.append((f"phantom{i}", vol, int(n)))
     t0 = time.perf_counter()
     for j, (name, vol, n) in enumerate(jobs):
-        entry = fit_prior(vol, n, iterations=iterations, seed=seed + j)
+        entry = fit_prior(vol, n, iterations=iterations, seed=seed + j, device=device)
         entry.name = name
         bank.entries.append(entry)
         log(f"INR prior {j + 1}/{len(jobs)}: {name} n={n} ({time.perf_counter() - t0:.0f} s)")

@@ -100,9 +100,11 @@ def train_projection(method: str, data: Sequence[str], out: str | None, *, steps
         cached = Path(checkpoint_dir) / "prior_bank.npz" if checkpoint_dir else None
         bank = load_bank(cached, crop) if cached is not None and cached.exists() else None
         if bank is None:
+            from ..engine.device import resolve_device
+
             bank = build_prior_bank([(v.name, v.data) for v in sampler.volumes], intervals, crop=crop,
                                     phantoms=bank_phantoms, phantom_shape=phantom_shape, phantom_intervals=1,
-                                    iterations=bank_iterations, seed=seed, log=log)
+                                    iterations=bank_iterations, seed=seed, log=log, device=resolve_device(device)[0])
             if cached is not None:  # a resumed run reuses the fits
                 save_bank(bank, cached)
         else:
