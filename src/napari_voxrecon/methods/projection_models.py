@@ -134,7 +134,7 @@ def _register() -> None:
             WEIGHTS,
             ITERATIONS,
             NEIGHBOUR,
-            Param("steps", int, 2, "sampling steps (1-2 score best on held-out data, docs/benchmarks.md; more give sharper, noisier samples)", min=1, max=1000),
+            Param("steps", int, 1, "sampling steps (1, the posterior-mean estimate, scores best on held-out data at every n, docs/benchmarks.md; more give sharper, noisier samples)", min=1, max=1000),
             SAMPLER,
             Param("guidance", float, 0.0, "classifier-free guidance weight (eq. 7); 0 = conditional model only", min=0.0, max=10.0),
             Param("samples", int, 2, "K independent samples: their mean is the result, their std the 'uncertainty' output", min=1, max=64),
