@@ -145,6 +145,37 @@ def test_inr_run_fits_then_streams_planes(viewer, qtbot):
     np.testing.assert_array_equal(layer.data[::3], volume)
     assert widget.progress.value() == widget.progress.maximum() == 10
     assert all(maximum == 10 for _, maximum in messages)
+    losses = widget.loss_curve.values  # the fit's loss, drawn live under the progress bar
+    assert not widget.loss_curve.isHidden() and 0 < len(losses) <= 40 and losses[-1] < losses[0]
+
+
+def test_diffraction_run_takes_files_streams_the_index_and_draws_the_loss(viewer, qtbot, tmp_path):
+    """The diffraction task in the widget: file choosers for the sources and the optics, the
+    index volume in its own layer on the RI grid, the loss curve of the fit."""
+    from magicgui import widgets as mgw
+
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import read_volume, write_volume
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    ri = make_ri_phantom((6, 16, 16), "cell", seed=3, voxel_size=(0.4, 0.2, 0.2))
+    write_volume(tmp_path / "ri.tif", ri, (0.4, 0.2, 0.2))
+    assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "img.tif"), "--views", "3",
+                 "--sources-out", str(tmp_path / "src.json"), "-q"]) == 0
+    viewer.add_image(read_volume(tmp_path / "img.tif").data, name="images")
+    widget = open_reconstruct(viewer)
+    widget.set_input("images")
+    widget.task_combo.setCurrentText("diffraction")
+    widget.method_combo.setCurrentText("explicit")
+    assert isinstance(widget.params_form["sources"], mgw.FileEdit) and widget.params()["optics"] == ""
+    widget.set_params(sources=str(tmp_path / "src.json"), optics=str(tmp_path / "img_optics.json"), iterations=8)
+    assert widget.params()["sources"] == str(tmp_path / "src.json")
+    assert run_and_wait(qtbot, widget) == "done"
+    index = widget.outputs["result"].data
+    assert index.shape == ri.shape and 1.25 < index.min() and index.max() < 1.45
+    assert len(widget.loss_curve.values) == 8 and not widget.loss_curve.isHidden()
+    widget.set_params(optics="")  # emptied: back to "not given", not the working folder
+    assert widget.params()["optics"] == ""
 
 
 def test_linear_run_streams_planes_into_a_layer(viewer, qtbot):
@@ -210,6 +241,21 @@ def rich_method():
                     outputs=("result", "uncertainty")))
     yield name, seen
     registry._METHODS.pop(("sparse", name), None)
+
+
+def test_every_registered_default_survives_its_form_field(viewer):
+    """Each method's defaults come back unchanged from its widget field: a float spin box with
+    Qt's default 2 decimals once turned τ = 0.004 into 0.0 and fitted without the TV prior."""
+    from napari_voxrecon.engine.registry import get_task, list_methods
+    from napari_voxrecon.widgets.reconstruct import param_widget
+
+    checked = 0
+    for method in list_methods():
+        for p in (*get_task(method.task).params, *method.params):
+            if p.type is float and p.default is not None:
+                assert param_widget(p, p.default).value == pytest.approx(p.default, rel=1e-9), (method.name, p.name)
+                checked += 1
+    assert checked > 5
 
 
 def test_every_parameter_kind_and_a_companion_output(viewer, qtbot, rich_method):

@@ -195,10 +195,16 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
     nvp = NVPField((6, 16, 16), features=4, downsample=4)
     nvp.mlp[-1].weight.data.normal_()
     before = nvp().detach()
-    assert nvp.refine() and nvp.grid.shape[-3:] == (3, 8, 8)
+    assert nvp.refine() and nvp.grids[0].shape[-3:] == (3, 8, 8)
     after = nvp().detach()  # refining keeps the field up to re-interpolation
     assert float(((after - before) ** 2).mean()) < 0.05 * float((before ** 2).mean())
     assert nvp.refine() and not nvp.refine()
+    # anisotropic nodes and a coarser second level: the finest grid refines, the coarse one stays
+    multi = NVPField((8, 16, 16), features=4, downsample=(4, 2, 2), levels=2)
+    assert [g.shape[-3:] for g in multi.grids] == [(2, 8, 8), (2, 4, 4)] and multi.mlp[0].in_features == 8
+    assert multi.refine() and [g.shape[-3:] for g in multi.grids] == [(4, 16, 16), (2, 4, 4)]
+    assert multi.refine() and multi.downsample == (1, 1, 1) and not multi.refine()
+    assert multi().shape == (8, 16, 16)
 
 
 def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_sources():

@@ -14,6 +14,7 @@ class Progress:
     done: int
     total: int
     message: str = ""
+    loss: float | None = None  # the current loss of a per-stack fit (INR, diffraction), for a live curve
 
 
 @dataclass(frozen=True)

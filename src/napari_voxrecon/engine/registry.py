@@ -23,6 +23,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    file_filter: str | None = None  # a path to an existing file: the widget offers a file chooser (e.g. "*.json")
 
     @property
     def flag(self) -> str:

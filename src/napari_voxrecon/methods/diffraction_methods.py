@@ -15,13 +15,26 @@ from ..engine.registry import Method, Param, register
 #: Seconds of fitting between two previews of the index volume.
 PREVIEW_SECONDS = 5.0
 
-#: (lr, τ) per representation, tuned on tuning phantoms (seeds 100-102, 16 x 32 x 32, 6 views):
-#: a voxel grid needs larger steps and more TV than the decoded feature grids.
-DEFAULTS = {"nvp": (0.02, 2e-3), "triplane": (0.02, 2e-3), "explicit": (0.3, 1e-2)}
+#: FitConfig fields per representation: the best of a grid tried on tuning phantoms (seeds 100-101
+#: of cells and tubes, 32 x 64 x 64, 6 views, 300 iterations; docs/benchmarks.md). A voxel grid
+#: needs larger steps and more TV than the decoded feature representations; NVP does best
+#: coarse: a 8x-coarser feature grid refined once to 4x, plus a second level twice as coarse.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "nvp": {"lr": 0.03, "tv": 4e-3, "refine_at": (0.3,), "field_kw": {"features": 8, "downsample": 8, "levels": 2}},
+    "triplane": {"lr": 0.03, "tv": 4e-3, "field_kw": {"features": 16, "downsample": 4}},
+    "explicit": {"lr": 0.3, "tv": 3e-2},
+}
+
+
+def fit_config(kind: str, **overrides: Any) -> "FitConfig":
+    """The ``FitConfig`` the method ``kind`` runs with: its tuned defaults, then ``overrides``."""
+    from ..models.diffraction_fit import FitConfig
+
+    return FitConfig(**{**DEFAULTS[kind], **overrides})
 
 
 def _params(kind: str) -> tuple[Param, ...]:
-    lr, tv = DEFAULTS[kind]
+    lr, tv = DEFAULTS[kind]["lr"], DEFAULTS[kind]["tv"]
     return (
         Param("iterations", int, 300, "optimisation steps", min=1, max=100000),
         Param("lr", float, lr, "Adam learning rate of the representation", min=1e-6, max=10.0),
@@ -34,7 +47,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     import numpy as np
     import torch
 
-    from ..models.diffraction_fit import FitConfig, fit_steps, result_of
+    from ..models.diffraction_fit import fit_steps, result_of
     from ..physics.optics import Optics
     from ..simulate.diffraction import read_sources
 
@@ -43,7 +56,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     sources = read_sources(p["sources"])
     depth = ctx.output_shape[0]
     torch.manual_seed(ctx.seed)
-    cfg = FitConfig(iterations=p["iterations"], lr=p["lr"], tv=p["tv"], calibrate=p["calibrate"], seed=ctx.seed)
+    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], calibrate=p["calibrate"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None
@@ -54,7 +67,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
             result = done.value
             break
         # Planes are the job's unit of progress: the whole fit comes before the first plane.
-        yield Progress(0, depth, f"fitting {kind}: iteration {step.iteration}/{step.total}, loss {step.loss:.3e}")
+        yield Progress(0, depth, f"fitting {kind}: iteration {step.iteration}/{step.total}, loss {step.loss:.3e}", loss=step.loss)
         if ctx.cancel.cancelled:  # keep the estimate so far: it is the result the user asked to stop at
             result = result_of(step)
             gen.close()

@@ -60,7 +60,8 @@ def _fit_events(fitter, volume: np.ndarray, ctx, preview: tuple[str, Any] | None
                        encoding=ctx.params.get("encoding", "grid")):
         if isinstance(item, FitReport):
             # Planes are the job's unit of progress: the fit comes before the first plane.
-            yield Progress(len(ctx.skip), ctx.output_shape[0], f"fitting the INR: iteration {item.iteration}/{item.total}, loss {item.loss:.2e}")
+            yield Progress(len(ctx.skip), ctx.output_shape[0], f"fitting the INR: iteration {item.iteration}/{item.total}, loss {item.loss:.2e}",
+                           loss=item.loss)
             if (preview is not None and item.model is not None and item.iteration < item.total
                     and time.perf_counter() - last >= PREVIEW_SECONDS):
                 output, to_units = preview

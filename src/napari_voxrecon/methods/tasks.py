@@ -128,8 +128,10 @@ DIFFRACTION = register_task(
         name="diffraction",
         help="K images of fluorescent point sources seen through the sample: recover its 3D refractive index",
         params=(
-            Param("sources", str, "", "JSON file of the K source positions in µm (z, y, x), one per image"),
-            Param("optics", str, "", "optics.json (wavelength, na, n_background, voxel_size, ...); empty: the defaults"),
+            Param("sources", str, "", "JSON file of the K source positions in µm (z, y, x), one per image",
+                  file_filter="*.json"),
+            Param("optics", str, "", "optics.json (wavelength, na, n_background, voxel_size, ...); empty: the defaults",
+                  file_filter="*.json"),
             Param("depth", int, 0, "planes of the index volume (0: the optics file's depth)", min=0, max=4096),
         ),
         output_shape=_diffraction_shape,

@@ -76,30 +76,39 @@ class TriplaneField(nn.Module):
 
 
 class NVPField(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 4, hidden: int = 32,
-                 scale: float = 0.01) -> None:
-        super().__init__()
-        self.shape, self.scale, self.downsample = tuple(shape), scale, downsample
-        self.grid = nn.Parameter(0.1 * torch.randn(1, features, *self._grid_shape(downsample)))
-        self.mlp = _mlp(features, hidden)
+    """``downsample``: voxels per feature-grid node, one number or (z, y, x) (a coarser z suits
+    views that all look along z). ``levels`` > 1 adds grids each twice as coarse as the last,
+    their features concatenated before the MLP: coarse levels carry the smooth bulk of the
+    index, the finest one the detail."""
 
-    def _grid_shape(self, downsample: int) -> tuple[int, int, int]:
-        return tuple(max(2, -(-n // downsample)) for n in self.shape)  # type: ignore[return-value]
+    def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int | tuple[int, int, int] = 4,
+                 hidden: int = 32, scale: float = 0.01, levels: int = 1) -> None:
+        super().__init__()
+        self.shape, self.scale = tuple(shape), scale
+        ds = (downsample,) * 3 if isinstance(downsample, int) else tuple(int(v) for v in downsample)
+        self.downsample = ds
+        self.grids = nn.ParameterList(
+            [nn.Parameter(0.1 * torch.randn(1, features, *self._grid_shape(tuple(d * 2 ** lv for d in ds))))
+             for lv in range(levels)])
+        self.mlp = _mlp(features * levels, hidden)
+
+    def _grid_shape(self, downsample: tuple[int, ...]) -> tuple[int, int, int]:
+        return tuple(max(2, -(-n // d)) for n, d in zip(self.shape, downsample))  # type: ignore[return-value]
 
     @torch.no_grad()
     def refine(self) -> bool:
-        """Double the feature grid's resolution (trilinear), down to the voxel grid; False when already there."""
-        if self.downsample <= 1:
+        """Double the finest feature grid's resolution (trilinear), down to the voxel grid; False when already there."""
+        if max(self.downsample) <= 1:
             return False
-        self.downsample = max(1, self.downsample // 2)
-        finer = F.interpolate(self.grid.data, size=self._grid_shape(self.downsample), mode="trilinear", align_corners=True)
-        self.grid = nn.Parameter(finer)
+        self.downsample = tuple(max(1, d // 2) for d in self.downsample)
+        finer = F.interpolate(self.grids[0].data, size=self._grid_shape(self.downsample), mode="trilinear", align_corners=True)
+        self.grids[0] = nn.Parameter(finer)
         return True
 
     def forward(self) -> torch.Tensor:
         d, h, w = self.shape
-        c = _grid_coords(self.shape, self.grid.device).reshape(1, d, h, w, 3)
-        feats = F.grid_sample(self.grid, c, align_corners=True)[0]  # (F, D, H, W)
+        c = _grid_coords(self.shape, self.grids[0].device).reshape(1, d, h, w, 3)
+        feats = torch.cat([F.grid_sample(g, c, align_corners=True)[0] for g in self.grids])  # (F*levels, D, H, W)
         return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
 
 

@@ -55,6 +55,7 @@ from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
 from ._signals import disconnect_all
+from .loss_curve import LossCurve
 from .finetune import (
     FINETUNE_METHODS,
     FinetuneDone,
@@ -366,9 +367,25 @@ def param_widget(p: Param, value: Any) -> mgw.ValueWidget:
     if p.type is float:
         lo = float(p.min) if p.min is not None else -_FLOAT_LIMIT
         hi = float(p.max) if p.max is not None else _FLOAT_LIMIT
-        start = float(value) if value is not None else max(lo, 0.0)
-        return mgw.FloatSpinBox(value=min(max(start, lo), hi), min=lo, max=hi, step=_float_step(p, start), label=label, **opts)
+        start = min(max(float(value) if value is not None else max(lo, 0.0), lo), hi)
+        step = _float_step(p, start)
+        box = mgw.FloatSpinBox(value=start, min=lo, max=hi, step=step, label=label, **opts)
+        # Qt's default 2 decimals would round a small value away (τ = 0.004 became 0.0):
+        # show the value's and the step's significant digits, then set the value again.
+        box.native.setDecimals(max(2, _decimals(step), _decimals(start) + 2))
+        box.value = start
+        return box
+    if p.file_filter is not None:  # empty means "not given": nullable, so it never becomes the working folder
+        return mgw.FileEdit(mode="r", filter=p.file_filter, nullable=True, value=str(value) if value else None,
+                            label=label, **opts)
     return mgw.LineEdit(value="" if value is None else str(value), label=label, **opts)
+
+
+def field_value(w: mgw.bases.ValueWidget) -> Any:
+    """A form field's value as the registry takes it (a file field's path as text, "" when empty)."""
+    if isinstance(w, mgw.FileEdit):
+        return "" if w.value is None else str(w.value)
+    return w.value
 
 
 def _float_step(p: Param, value: float) -> float:
@@ -377,7 +394,15 @@ def _float_step(p: Param, value: float) -> float:
         span = p.max - p.min
     else:
         span = abs(value) * 10 or 1.0
-    return float(10 ** np.floor(np.log10(span / 100))) if span > 0 else 0.01
+    step = float(10 ** np.floor(np.log10(span / 100))) if span > 0 else 0.01
+    if value > 0:  # never a step larger than the value's own order of magnitude
+        step = min(step, float(10 ** np.floor(np.log10(value))))
+    return step
+
+
+def _decimals(x: float) -> int:
+    """Decimals needed to show the leading digit of ``x``."""
+    return 0 if x == 0 else max(0, int(-np.floor(np.log10(abs(x)))))
 
 
 def _key(layer: Image) -> str:
@@ -431,6 +456,7 @@ class ReconstructWidget(QWidget):
         self._dirty: set[str] = set()
         self._follow_z: float | None = None
         self._pending_progress: tuple[int, int, str] | None = None
+        self._pending_losses: list[float] = []
         self._hinted_key: str | None = None
         self._build_ui()
         self._fill_tasks()
@@ -480,6 +506,7 @@ class ReconstructWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("")  # "%v / %m planes" once a run has started
+        self.loss_curve = LossCurve()  # per-stack fits (INR, diffraction) report their loss
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -505,6 +532,7 @@ class ReconstructWidget(QWidget):
         layout.addLayout(tail)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.addWidget(self.loss_curve)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
@@ -676,7 +704,7 @@ class ReconstructWidget(QWidget):
                 if isinstance(w, WeightsField):
                     self._weights_by_method[w.method] = w.value
                 else:
-                    self._param_values[w.name] = w.value
+                    self._param_values[w.name] = field_value(w)
 
     def _on_params_changed(self, *_: Any) -> None:
         self._remember_params()
@@ -692,12 +720,13 @@ class ReconstructWidget(QWidget):
         """Current parameter values of the task and the method, checked by the registry."""
         from ..engine.job import resolve_params
 
-        given = {w.name: w.value for w in self.params_form}
+        given = {w.name: field_value(w) for w in self.params_form}
         return resolve_params(self.task_spec(), self.method_spec(), given)
 
     def set_params(self, **values: Any) -> None:
         for name, value in values.items():
-            self.params_form[name].value = value
+            field = self.params_form[name]
+            field.value = None if isinstance(field, mgw.FileEdit) and value in ("", None) else value
 
     def _update_output_label(self) -> None:
         """Preview of the output grid, or why the current input/parameters cannot work."""
@@ -750,6 +779,8 @@ class ReconstructWidget(QWidget):
         self._mode = "run"
         self.outputs, self.written = {}, {}
         self._job, self._error, self._outcome = None, None, "done"
+        self._pending_losses = []
+        self.loss_curve.clear()
         self._token = CancelToken()
         self._cancel_holder["token"] = self._token
         self._t0 = time.perf_counter()
@@ -814,6 +845,8 @@ class ReconstructWidget(QWidget):
             self._write_preview(event)
         elif isinstance(event, Progress):
             self._pending_progress = (event.done, event.total, event.message)
+            if event.loss is not None:
+                self._pending_losses.append(event.loss)
             self._schedule_ui()
         elif isinstance(event, Notice):
             (show_warning if event.level == "warning" else show_info)(event.message)
@@ -913,6 +946,9 @@ class ReconstructWidget(QWidget):
         (one plane per tick or slower) still shows every plane as it arrives.
         """
         self._ui_timer.stop()
+        if self._pending_losses:
+            self.loss_curve.extend(self._pending_losses)
+            self._pending_losses = []
         if self._pending_progress is not None:
             done, total, message = self._pending_progress
             self._pending_progress = None

@@ -1,0 +1,231 @@
+"""Benchmark of the ``diffraction`` task: NVP against the ``explicit`` and ``triplane`` baselines.
+
+Every case is simulated: a refractive-index phantom (``make_ri_phantom``, cells by default) of a
+seed, K point sources below it (``draw_sources``), K images through the multi-slice model with
+Poisson-Gaussian noise (``simulate_diffraction``). Each method then fits the index from the
+images and the sources through the same physics and loss (``fit_index``), and the recovered
+contrast Δn is scored against the truth: PSNR with the truth's Δn range as the peak, and 3D SSIM
+(scikit-image, same data range).
+
+Seeds 100-102 are the tuning phantoms (``tune``); the benchmark (``bench``) uses seeds from 200
+on, never seen while tuning.
+
+    # the held-out table at 6, 7 and 20 views (PSNR / SSIM, mean over the seeds)
+    python benchmarks/diffraction_models.py bench --views 6 7 20 --seeds 200 201 202
+    # self-calibration: the given source positions perturbed by 0.5 µm (std per axis)
+    python benchmarks/diffraction_models.py bench --views 6 --perturb 0.5
+    # time and peak memory of one fit per grid size
+    python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
+    # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
+    python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import finish  # noqa: E402
+
+from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
+from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
+from napari_voxrecon.physics.optics import Optics  # noqa: E402
+from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction  # noqa: E402
+from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom  # noqa: E402
+
+KINDS = ("explicit", "triplane", "nvp")
+
+
+@dataclass
+class Case:
+    seed: int
+    truth: np.ndarray  # Δn (D, H, W)
+    images: np.ndarray  # (K, H, W)
+    sources: np.ndarray  # (K, 3) true positions, µm
+    optics: Optics
+
+
+def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
+              placement: str = "below") -> Case:
+    optics = Optics()
+    ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background)
+    sources = draw_sources(shape, optics, views, placement, seed=seed + 10_000)
+    images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000)
+    return Case(seed, ri - np.float32(optics.n_background), images, sources, optics)
+
+
+def score(dn: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import structural_similarity
+
+    rng = float(truth.max() - truth.min()) or 1.0
+    mse = float(np.mean((dn.astype(np.float64) - truth) ** 2))
+    psnr = 10 * np.log10(rng ** 2 / max(mse, 1e-30))
+    ssim = float(structural_similarity(truth, dn.astype(np.float32), data_range=rng))
+    return float(psnr), ssim
+
+
+def run_fit(case: Case, kind: str, sources: np.ndarray | None = None, device: str = "cpu", **overrides: Any) -> dict[str, Any]:
+    cfg = fit_config(kind, **overrides)
+    t0 = time.perf_counter()
+    res = fit_index(case.images, case.sources if sources is None else sources, case.optics, case.truth.shape[0], kind, cfg,
+                    device=device)
+    psnr, ssim = score(res.dn, case.truth)
+    err = float(np.sqrt(np.mean(np.sum((res.sources - case.sources) ** 2, axis=1))))
+    return {"psnr": psnr, "ssim": ssim, "seconds": time.perf_counter() - t0, "source_error_um": err,
+            "final_loss": res.losses[-1]}
+
+
+def _header(args: argparse.Namespace, what: str) -> list[str]:
+    return [f"Data: simulated {' and '.join(args.phantoms)} phantoms {tuple(args.shape)} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
+            f"{args.placement} the volume, noise level {args.noise}; seeds {args.seeds}; date {date.today()}; machine "
+            f"{platform.machine()}, {_device_words(args.device)}.", "",
+            f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
+
+
+def _device_words(device: str) -> str:
+    import os
+
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()} CPU cores, no GPU"
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    lines = _header(args, " ".join(sys.argv[1:]))
+    perturbed = args.perturb > 0
+    lines += ["| views | phantom | method | sources | PSNR | SSIM | source error µm | s / fit |", "|---|---|---|---|---|---|---|---|"]
+    for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
+        cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement)
+                 for s in args.seeds]
+        arms = [("true", True)] if not perturbed else [("perturbed, fixed", False), ("perturbed, self-calibrated", True)]
+        for kind in args.methods:
+            for label, calibrate in arms:
+                rows = []
+                for case in cases:
+                    given = case.sources
+                    if perturbed:
+                        rng = np.random.default_rng(case.seed + 30_000)
+                        given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
+                    if label == "true":  # true positions: calibration on as the method runs by default
+                        calibrate = True
+                    rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations))
+                    print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
+                mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
+                             f"{mean['source_error_um']:.3f} | {mean['seconds']:.1f} |")
+    if perturbed:
+        lines += ["", f"Source positions given to the fit: the true ones plus Gaussian errors of {args.perturb} µm "
+                  "(standard deviation per axis)."]
+    finish(lines, args.out)
+
+
+def cmd_timing(args: argparse.Namespace) -> None:
+    import torch
+
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines += ["| grid (z, y, x) | method | iterations | s total | s / iteration | peak memory GB |", "|---|---|---|---|---|---|"]
+    shapes = [tuple(args.shapes[i:i + 3]) for i in range(0, len(args.shapes), 3)]
+    for shape in shapes:
+        case = make_case(args.seeds[0], shape, args.views[0], kind=args.phantoms[0], noise=args.noise, placement=args.placement)
+        for kind in args.methods:
+            if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            r = run_fit(case, kind, None, args.device, iterations=args.iterations)
+            peak = (torch.cuda.max_memory_allocated() / 1e9 if args.device.startswith("cuda")
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+            lines.append(f"| {shape} | {kind} | {args.iterations} | {r['seconds']:.1f} | {r['seconds'] / args.iterations:.3f} | "
+                         f"{peak:.2f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "Peak memory: the process's maximum resident set on the CPU (it only grows, so a row includes the ones "
+              "above it), allocated GPU memory on a GPU."]
+    finish(lines, args.out)
+
+
+def tuning_grid() -> list[dict[str, Any]]:
+    """The configurations tried for each representation; the same learning rates and TV weights for the two
+    feature representations, so neither gets more tuning than the other."""
+    grid: list[dict[str, Any]] = []
+    for lr in (0.01, 0.03):
+        for tv in (1e-3, 4e-3):
+            for features in (8, 16):
+                for down, refine in ((4, [0.3]), (4, []), (2, []), (4, [0.3, 0.6]), (8, [0.2, 0.5])):
+                    grid.append({"kind": "nvp", "lr": lr, "tv": tv, "refine_at": refine,
+                                 "field_kw": {"features": features, "downsample": down}})
+                for down in (1, 2, 4):
+                    grid.append({"kind": "triplane", "lr": lr, "tv": tv, "field_kw": {"features": features, "downsample": down}})
+    for hidden in (64,):
+        grid.append({"kind": "nvp", "lr": 0.02, "tv": 2e-3, "refine_at": [0.3], "field_kw": {"features": 16, "hidden": hidden}})
+        grid.append({"kind": "triplane", "lr": 0.02, "tv": 2e-3, "field_kw": {"features": 16, "hidden": hidden}})
+    for lr in (0.1, 0.3, 1.0):
+        for tv in (3e-3, 1e-2, 3e-2):
+            grid.append({"kind": "explicit", "lr": lr, "tv": tv})
+    return grid
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    configs = tuning_grid() if args.configs == "grid" else json.loads(Path(args.configs).read_text())
+    part, parts = (int(v) for v in args.part.split("/"))
+    mine = configs[part::parts]
+    cases = [make_case(s, tuple(args.shape), args.views[0], kind=kind, noise=args.noise, placement=args.placement)
+             for kind in args.phantoms for s in args.seeds]
+    labels = [kind for kind in args.phantoms for _ in args.seeds]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for cfg in mine:
+        cfg = dict(cfg)
+        kind = cfg.pop("kind")
+        if "refine_at" in cfg:
+            cfg["refine_at"] = tuple(cfg["refine_at"])
+        rows = [run_fit(case, kind, None, args.device, **cfg) for case in cases]
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        per_kind = {f"psnr_{k}": float(np.mean([r["psnr"] for r, lab in zip(rows, labels) if lab == k])) for k in args.phantoms}
+        record = {"kind": kind, **cfg, **mean, **per_kind, "psnr_each": [r["psnr"] for r in rows]}
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["bench", "timing", "tune"])
+    p.add_argument("--views", type=int, nargs="+", default=[6])
+    p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
+    p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
+    p.add_argument("--shapes", type=int, nargs="+", default=[32, 64, 64, 64, 128, 128], help="timing: grids, three numbers each")
+    p.add_argument("--methods", nargs="+", default=list(KINDS), choices=list(DEFAULTS))
+    p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=["cell", "tubes"],
+                   help="phantom kinds; every seed is drawn of each (rows per kind)")
+    p.add_argument("--placement", default="below", choices=["below", "inside"])
+    p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
+    p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
+    p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [100, 101, 102] if args.mode == "tune" else [200, 201, 202]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
