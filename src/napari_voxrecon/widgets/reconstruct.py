@@ -55,7 +55,6 @@ from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
 from ._signals import disconnect_all
-from .loss_curve import LossCurve
 from .finetune import (
     FINETUNE_METHODS,
     FinetuneDone,
@@ -64,6 +63,7 @@ from .finetune import (
     default_finetune_folder,
     finetune_events,
 )
+from .loss_curve import LossCurve
 
 if TYPE_CHECKING:
     import napari
