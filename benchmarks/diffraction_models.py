@@ -110,9 +110,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement)
                  for s in args.seeds]
-        arms = [("true", True)] if not perturbed else [("perturbed, fixed", False), ("perturbed, self-calibrated", True)]
+        arms = ([("true", True, 0)] if not perturbed else
+                [("perturbed, fixed", False, 0), ("perturbed, self-calibrated", True, 0),
+                 (f"perturbed, self-calibrated, {args.source_warmup} warm-up iterations", True, args.source_warmup)])
+        if perturbed and args.only_warmup:
+            arms = arms[-1:]
         for kind in args.methods:
-            for label, calibrate in arms:
+            for label, calibrate, warmup in arms:
                 rows = []
                 for case in cases:
                     given = case.sources
@@ -121,7 +125,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     if label == "true":  # true positions: calibration on as the method runs by default
                         calibrate = True
-                    rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations))
+                    rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
+                                        source_warmup=warmup))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
+    p.add_argument("--source-warmup", type=int, default=50, help="bench --perturb: warm-up iterations of the third arm")
+    p.add_argument("--only-warmup", action="store_true", help="bench --perturb: only the warm-up arm")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")

@@ -232,5 +232,15 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     assert np.abs(cal.sources[:, 1:] - src[:, 1:]).mean() < 0.5 * 0.3
     held = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=5, pad=8, calibrate_after=1.0))
     np.testing.assert_array_equal(held.sources, shifted)  # held for the whole (short) fit
+    # Warm-up: the sources alone, through the background medium, before any index; errors in z
+    # (the defocused spot's size) as well as laterally, and the index still recovered after it.
+    off = src + np.array([0.4, 0.3, -0.3], np.float32)
+    err = lambda s: float(np.sqrt(((s - src) ** 2).sum(axis=1).mean()))  # noqa: E731
+    warmed_steps = []
+    warmed = fit_index(imgs, off, optics, shape[0], "nvp", FitConfig(iterations=60, pad=8, source_warmup=30),
+                       callback=lambda step: warmed_steps.append(step.render()))
+    assert err(warmed.sources) < 0.5 * err(off)
+    assert all(float(np.abs(v).max()) == 0.0 for v in warmed_steps[:30])  # the index waits for the sources
+    assert float(((warmed.dn - gt) ** 2).mean()) < float((gt ** 2).mean())
     stopped = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(iterations=50, pad=8), should_stop=lambda: True)
     assert stopped.iterations == 1

@@ -40,6 +40,8 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("lr", float, lr, "Adam learning rate of the representation", min=1e-6, max=10.0),
         Param("tv", float, tv, "weight τ of the total-variation prior on the index", min=0.0, max=10.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
+        Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
+              "background medium (about 50 when the given positions may be off by tenths of a µm)", min=0, max=100000),
     )
 
 
@@ -56,7 +58,8 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     sources = read_sources(p["sources"])
     depth = ctx.output_shape[0]
     torch.manual_seed(ctx.seed)
-    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], calibrate=p["calibrate"], seed=ctx.seed)
+    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], calibrate=p["calibrate"],
+                     source_warmup=p["source_warmup"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None

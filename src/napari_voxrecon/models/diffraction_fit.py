@@ -31,6 +31,7 @@ class FitConfig:
     source_lr: float = 0.02  # Adam, µm, for the source positions
     calibrate: bool = True
     calibrate_after: float = 0.5  # fraction of the iterations before the sources move (early on they drift to explain index errors)
+    source_warmup: int = 0  # first iterations fit the sources alone through the background medium (Δn = 0)
     tv: float = 2e-3  # τ
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
@@ -126,21 +127,29 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             return net().detach().cpu().numpy().astype(np.float32)
 
     opt = optimiser()
+    # Source warm-up: where each spot lands and how large its defocused disc is depends on the
+    # source far more than on the weak index contrast, so positions given with errors of a
+    # fraction of a µm are fitted first, through the background medium, before any index is.
+    warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
+    source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
     losses: list[float] = []
     t0 = time.perf_counter()
     it = 0
     for it in range(1, cfg.iterations + 1):
+        warming = it <= warm
         if it in refine_steps and net.refine():
             opt = optimiser()  # the refined grid is a new parameter
-        dn = net()
+        dn = torch.zeros(shape, device=meas.device) if warming else net()
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         loss = image_loss(pred, meas, cfg.ssim_weight) + cfg.tv * total_variation(dn)
-        opt.zero_grad(set_to_none=True)
+        step_opt = source_opt if warming else opt
+        step_opt.zero_grad(set_to_none=True)
         loss.backward()
-        if src.grad is not None and it <= cfg.calibrate_after * cfg.iterations:
-            src.grad = None  # sources held until the index has settled
-        opt.step()
+        if (not warming and src.grad is not None
+                and it - warm <= cfg.calibrate_after * (cfg.iterations - warm)):
+            src.grad = None  # then held until the index has settled
+        step_opt.step()
         with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
         losses.append(float(loss.detach()))
