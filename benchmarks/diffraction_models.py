@@ -87,7 +87,9 @@ def run_fit(case: Case, kind: str, sources: np.ndarray | None = None, device: st
 
 
 def _header(args: argparse.Namespace, what: str) -> list[str]:
-    return [f"Data: simulated {' and '.join(args.phantoms)} phantoms {tuple(args.shape)} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
+    grids = (" ".join(str(tuple(args.shapes[i:i + 3])) for i in range(0, len(args.shapes), 3)) if args.mode == "timing"
+             else str(tuple(args.shape)))
+    return [f"Data: simulated {' and '.join(args.phantoms)} phantoms {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
             f"{args.placement} the volume, noise level {args.noise}; seeds {args.seeds}; date {date.today()}; machine "
             f"{platform.machine()}, {_device_words(args.device)}.", "",
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
