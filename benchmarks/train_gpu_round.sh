@@ -9,6 +9,9 @@
 #             `pretrain` degradation (mixed factors, noise, block masking), half fine-tuning x4;
 #   tune_*    the diffraction tuning grid (benchmarks/diffraction_models.py tune), in parts.
 # The held-out benchmarks (benchmarks/*_models.py) then decide what ships.
+# On 2026-11-27 (H100, MIN=7, BANK=32) the md job did not finish: its bank's 36 INR fits took
+# 7 minutes with ten other processes on the GPU and the call's limit killed it before it wrote
+# weights. Run it alone, or with BANK=6, or with MIN large enough for the bank plus training.
 #
 #   bash benchmarks/train_gpu_round.sh OUT_DIR DATA.tif [MINUTES]
 # Environment: PY (python3), DEVICE (cuda), BANK (phantoms in the INR prior bank, 32).
