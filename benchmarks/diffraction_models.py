@@ -125,8 +125,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
                     if perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
-                    if label == "true":  # true positions: calibration on as the method runs by default
-                        calibrate = True
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
                                         source_warmup=warmup))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)

@@ -170,15 +170,22 @@ def sparse3diff_widget(viewer, out_dir: Path, weights: str) -> None:
     save(viewer, out_dir / "sparse3diff_widget.png")
 
 
+def sample_in_reconstruct(viewer, sample: str, task: str) -> tuple:
+    """Open the ground-truth sample and ``sample``, dock the Reconstruct widget on the latter with
+    ``task`` chosen; returns (truth layer, input layer, dock, widget)."""
+    (truth,) = viewer.open_sample(PLUGIN, "cells3d_nuclei")
+    (layer,) = viewer.open_sample(PLUGIN, sample)
+    viewer.dims.axis_labels = ("z", "y", "x")
+    dock, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    recon.set_input(layer.name)
+    recon.task_combo.setCurrentText(task)
+    return truth, layer, dock, recon
+
+
 def microdiffusion_views(viewer, out_dir: Path, weights: str) -> None:
     """The projection task: MicroDiffusion on the projection sample, then the Orthogonal views
     comparing the projections (upsampled), the INR prior, the result and the ground truth."""
-    (truth,) = viewer.open_sample(PLUGIN, "cells3d_nuclei")
-    (proj,) = viewer.open_sample(PLUGIN, "cells3d_nuclei_projection4")
-    viewer.dims.axis_labels = ("z", "y", "x")
-    recon_dock, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
-    recon.set_input(proj.name)
-    recon.task_combo.setCurrentText("projection")
+    truth, proj, recon_dock, recon = sample_in_reconstruct(viewer, "cells3d_nuclei_projection4", "projection")
     recon.method_combo.setCurrentText("microdiffusion")
     recon.set_params(weights=weights, tile=128)
     run_to_end(recon, "microdiffusion", timeout=900.0)
@@ -190,12 +197,7 @@ def microdiffusion_views(viewer, out_dir: Path, weights: str) -> None:
 def restore_views(viewer, out_dir: Path) -> None:
     """The restore task: care and dit (embedded weights) on the x4 low-resolution sample, then
     the Orthogonal views comparing the input, both results and the ground truth."""
-    (truth,) = viewer.open_sample(PLUGIN, "cells3d_nuclei")
-    (low,) = viewer.open_sample(PLUGIN, "cells3d_nuclei_lowres4")
-    viewer.dims.axis_labels = ("z", "y", "x")
-    recon_dock, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
-    recon.set_input(low.name)
-    recon.task_combo.setCurrentText("restore")
+    truth, low, recon_dock, recon = sample_in_reconstruct(viewer, "cells3d_nuclei_lowres4", "restore")
     results = {}
     for method in ("care", "dit"):
         recon.method_combo.setCurrentText(method)

@@ -295,7 +295,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VoxreconError("--degradation applies to the restore models (care, dit) only.")
     if args.no_slice_guidance and args.model != "sparse3diff":
         raise VoxreconError("--no-slice-guidance applies to sparse3diff only.")
-    if args.bank_phantoms != 6 and args.model != "microdiffusion":
+    if args.bank_phantoms is not None and args.model != "microdiffusion":
         raise VoxreconError("--bank-phantoms applies to microdiffusion only.")
     if args.no_inr_prior and args.model != "microdiffusion":
         raise VoxreconError("--no-inr-prior applies to microdiffusion only.")
@@ -322,7 +322,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         folder = train_projection(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
                                   p_terminal=args.p_terminal, inr_prior=not args.no_inr_prior,
-                                  bank_phantoms=args.bank_phantoms, **common)
+                                  **({"bank_phantoms": args.bank_phantoms} if args.bank_phantoms is not None else {}),
+                                  **common)
     else:
         folder = train_sparse(args.model, args.data, args.output, channels=tuple(args.channels or (24, 48, 96)),
                               p_terminal=args.p_terminal or 0.0, slice_guidance=not args.no_slice_guidance, **common)
@@ -504,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-terminal", type=float,
                    help="diffusion models: share of windows trained at t=1 (pure noise), where every sampler starts "
                         "(default 0 for sparse3diff, 0.1 for microdiffusion)")
-    p.add_argument("--bank-phantoms", type=int, default=6,
+    p.add_argument("--bank-phantoms", type=int,
                    help="microdiffusion: phantoms in the INR prior bank, each fitted at one random interval (default 6; "
                         "every fit costs seconds on a GPU, tens of seconds on a CPU)")
     p.add_argument("--no-inr-prior", action="store_true",

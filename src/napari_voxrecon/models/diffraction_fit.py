@@ -36,8 +36,6 @@ class FitConfig:
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
-    weight_decay: float = 0.0  # decoupled (AdamW) decay of the features (not the MLP): unconstrained ones fade to 0
-    adam_eps: float = 1e-8  # larger values damp Adam's amplification of tiny gradients (poorly seen regions)
     checkpoint_slabs: int = 0
     seed: int = 0
     field_kw: dict = field(default_factory=dict)
@@ -114,13 +112,10 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
                              requires_grad=cfg.calibrate)
 
     def optimiser() -> torch.optim.Optimizer:
-        mlp = [p for n, p in net.named_parameters() if n.startswith("mlp.")]
-        features = [p for n, p in net.named_parameters() if not n.startswith("mlp.")]
-        groups = [{"params": features, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                  {"params": mlp, "lr": cfg.lr, "weight_decay": 0.0}]
+        groups = [{"params": list(net.parameters()), "lr": cfg.lr}]
         if cfg.calibrate:
-            groups.append({"params": [src], "lr": cfg.source_lr, "weight_decay": 0.0})
-        return torch.optim.AdamW([g for g in groups if g["params"]], eps=cfg.adam_eps)
+            groups.append({"params": [src], "lr": cfg.source_lr})
+        return torch.optim.Adam(groups)
 
     def render() -> np.ndarray:
         with torch.no_grad():
