@@ -179,6 +179,92 @@ def run_reconstruction(
     return {"task": task, "method": job.method, "seconds": seconds, "shape": job.output_shape, "outputs": {n: str(s.path) for n, s in sinks.items()}}
 
 
+def run_chunked_reconstruction(
+    task: str,
+    inputs: Sequence[str],
+    output: str,
+    params: dict[str, Any],
+    method: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    quiet: bool = False,
+    scheduler: str = "threads",
+    workers: int = 1,
+    planes: int = 32,
+    tile: int = 1024,
+) -> list[dict[str, Any]]:
+    """Chunked reconstruction of one file or a batch (``output`` a folder) on one dask client."""
+    from tqdm import tqdm
+
+    from .engine.dask_runner import ChunkedJob, dask_client
+    from .engine.events import Notice, Progress
+
+    batch = len(inputs) > 1
+    if batch:
+        from .io.formats import format_of
+
+        if format_of(output) is not None:
+            raise VoxreconError(f"{len(inputs)} inputs: -o must be a folder for their outputs (got {output}).")
+        Path(output).mkdir(parents=True, exist_ok=True)
+        outs = [str(Path(output) / (Path(str(i).rstrip("/")).name.split(".")[0] + ".zarr")) for i in inputs]
+        if len(set(outs)) != len(outs):
+            raise VoxreconError("two inputs share a file name; their outputs would collide in the output folder.")
+    else:
+        outs = [output]
+    # Every file is checked (shape, parameters, chunk plan) before any work starts.
+    jobs = [ChunkedJob(task, i, o, params, method, seed, device, planes, tile) for i, o in zip(inputs, outs)]
+    reports = []
+    with dask_client(scheduler, workers) as client:
+        if client is not None and scheduler not in ("threads", "processes"):
+            _say(f"dask scheduler {scheduler}: {len(client.scheduler_info().get('workers', {}))} worker(s)", quiet)
+        for job in jobs:
+            bar = tqdm(total=len(job.plan.chunks), desc=f"{Path(job.input_path).name} {task}/{job.method}", unit="chunk",
+                       disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            start = time.perf_counter()
+            try:
+                for ev in job.run(client, overwrite=overwrite):
+                    if isinstance(ev, Progress):
+                        bar.update(ev.done - bar.n)
+                    elif isinstance(ev, Notice):
+                        bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)
+            finally:
+                bar.close()
+            _say(f"wrote {job.output_path}  shape {job.output_shape}  voxel (z, y, x) "
+                 f"{tuple(round(v, 4) for v in job.output_voxel_size)} µm  ({len(job.plan.chunks)} chunks)", quiet)
+            reports.append({"input": job.input_path, "output": job.output_path, "seconds": time.perf_counter() - start})
+    return reports
+
+
+def _wants_chunked(args: argparse.Namespace) -> bool:
+    """Chunked when asked for, for a batch, or when the input would not fit comfortably in memory."""
+    if args.chunked or args.scheduler or args.workers or args.chunk_planes or args.chunk_tile or len(args.input) > 1:
+        return True
+    from .io.formats import format_of
+    from .io.lazy import open_lazy
+
+    try:
+        vol = open_lazy(args.input[0])
+    except VoxreconError:
+        return False  # the in-memory reader gives its own message
+    try:
+        import psutil
+
+        budget = psutil.virtual_memory().available // 4
+    except ImportError:  # pragma: no cover - psutil comes with distributed
+        budget = 4 * 2**30
+    if vol.nbytes_float32 <= budget:
+        return False
+    if format_of(args.output) != "zarr":
+        raise VoxreconError(
+            f"{args.input[0]}: {vol.nbytes_float32 / 2**30:.1f} GiB as float32 is more than a quarter of the free memory; "
+            "write a .zarr output, which is reconstructed chunk by chunk."
+        )
+    _say(f"{args.input[0]} is {vol.nbytes_float32 / 2**30:.1f} GiB as float32: reconstructing chunk by chunk "
+         "(--chunk-planes, --chunk-tile, --scheduler and --workers tune it).", args.quiet)
+    return True
+
+
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .engine.registry import get_method, get_task
 
@@ -196,7 +282,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise VoxreconError(
             f"method {method.name!r} does not take {', '.join('--' + k.replace('_', '-') for k in stray)}."
         )
-    run_reconstruction(args.task, args.input, args.output, given, method.name, args.seed, args.device, args.overwrite, args.quiet)
+    if _wants_chunked(args):
+        run_chunked_reconstruction(args.task, args.input, args.output, given, method.name, args.seed, args.device,
+                                   args.overwrite, args.quiet, args.scheduler or "threads", args.workers or 1,
+                                   args.chunk_planes or 32, args.chunk_tile or 1024)
+        return 0
+    run_reconstruction(args.task, args.input[0], args.output, given, method.name, args.seed, args.device, args.overwrite, args.quiet)
     return 0
 
 
@@ -440,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, task in TASKS.items():
         methods = list_methods(name)
         p = rec_sub.add_parser(name, help=task.help, description=task.help)
-        p.add_argument("input", help="input volume (.tif/.tiff/.zarr)")
+        p.add_argument("input", nargs="+", help="input volume (.tif/.tiff/.zarr); several: a batch, -o a folder")
         for param in task.params:
             kw = _param_kwargs(param)
             kw["required"] = param.default is None
@@ -454,6 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same output")
         p.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default auto); a missing GPU falls back to the CPU with a notice")
         _add_common_output(p)
+        g = p.add_argument_group("chunked runs (volumes bigger than memory, clusters; zarr output, resumable)")
+        g.add_argument("--chunked", action="store_true",
+                       help="reconstruct chunk by chunk into a .zarr output (automatic for inputs over a quarter of the free memory)")
+        g.add_argument("--scheduler", help="synchronous, threads (default), processes, or a dask scheduler address "
+                                           "(tcp://host:8786, e.g. from dask-jobqueue)")
+        g.add_argument("--workers", type=int, help="worker threads (threads) or processes (processes); default 1")
+        g.add_argument("--chunk-planes", type=int, help="output planes per chunk (default 32)")
+        g.add_argument("--chunk-tile", type=int, help="lateral tile of a chunk, in input pixels (default 1024)")
     p_rec.set_defaults(func=_cmd_reconstruct)
 
     # evaluate

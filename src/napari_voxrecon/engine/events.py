@@ -48,4 +48,12 @@ class Preview:
     output: str = "result"
 
 
-Event = Progress | Notice | SliceResult | Preview
+@dataclass(frozen=True)
+class ChunkDone:
+    """A chunked run (``chunks.py``) finished the output region ``[z0:z1, y0:y1, x0:x1]``; it is
+    on disk in the output store (viewers reading that store refresh the region)."""
+
+    region: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+Event = Progress | Notice | SliceResult | Preview | ChunkDone

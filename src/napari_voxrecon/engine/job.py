@@ -52,6 +52,8 @@ class Job:
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
     device: str = "auto"
+    #: A chunk of a bigger volume (``chunks.py``) may be all background; a whole stack may not.
+    allow_constant: bool = False
 
     def __post_init__(self) -> None:
         self.task_spec = get_task(self.task)
@@ -63,7 +65,7 @@ class Job:
             from ..io.volume import squeeze_to_3d
 
             data, _ = squeeze_to_3d(data, None, "input")
-        check_volume(data, "input")
+        check_volume(data, "input", allow_constant=self.allow_constant)
         # A private copy: the caller (or a napari layer) may change its array while the job runs.
         self.volume = np.array(data, dtype=np.float32, order="C", copy=True)
         self.task_spec.validate(tuple(self.volume.shape), self.params)

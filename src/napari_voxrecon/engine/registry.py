@@ -49,6 +49,29 @@ class Param:
         return v
 
 
+def _one(params: dict[str, Any]) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How a task's volume splits into independent pieces for the chunked runner (``chunks.py``).
+
+    Along z the work falls into *units*: unit u reads input planes [u, u + unit_span) and owns
+    output planes [u * f, (u + 1) * f) with f = ``z_factor(params)`` (the last unit also owns any
+    trailing output plane, e.g. the sparse task's final acquired plane). Laterally an input pixel
+    becomes ``lateral_factor(params)`` output pixels. ``z_halo`` input planes of context are read
+    on each side of a chunk and ``lateral_margin`` pixels around each tile, unless a method states
+    its own (``Method.extra["z_halo"]``, ``["lateral_margin"]``).
+    """
+
+    z_factor: Callable[[dict[str, Any]], int]
+    unit_span: int = 1
+    lateral_factor: Callable[[dict[str, Any]], int] = _one
+    z_halo: int = 1
+    lateral_margin: int = 32
+
+
 @dataclass(frozen=True)
 class Task:
     """A reconstruction task: its geometry parameters and how the output grid follows from them.
@@ -64,6 +87,8 @@ class Task:
     output_voxel_size: Callable[[tuple[float, float, float], dict[str, Any]], tuple[float, float, float]]
     validate: Callable[[tuple[int, int, int], dict[str, Any]], None]
     default_method: str = "linear"
+    #: None: the task is one inseparable fit of the whole volume (it runs as a single chunk).
+    chunking: Chunking | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,13 @@ class Method:
     def weights_method(self) -> str:
         return self.weights_name or self.name
 
+    def z_halo(self, task: Task) -> int:
+        """Input planes of context a chunk needs on each side for this method."""
+        return int(self.extra.get("z_halo", task.chunking.z_halo if task.chunking else 0))
+
+    def lateral_margin(self, task: Task) -> int:
+        """Input pixels of context a lateral tile needs on each side for this method."""
+        return int(self.extra.get("lateral_margin", task.chunking.lateral_margin if task.chunking else 0))
 
     def outputs_for(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The output volumes this method yields with these parameters ("result" first)."""

@@ -176,3 +176,104 @@ def open_file_sinks(
             if name != "result":
                 done = done & frozenset(sink.done)
     return sinks, done
+
+
+class ChunkedZarrOutput:
+    """The zarr stores of a chunked run (``chunks.py``): the result and its companions.
+
+    Workers write the voxels; only this object (in the driving process) writes the progress
+    record, the result store's ``voxrecon`` attribute: the job, the chunk plan and the indices
+    of finished chunks. A chunk is marked after all its outputs are on disk, so a run killed at
+    any moment resumes from the record and at worst recomputes a chunk with the same bytes.
+    """
+
+    def __init__(self, path: str | os.PathLike, outputs: tuple[str, ...], record: dict[str, Any],
+                 shape: tuple[int, int, int], store_chunks: tuple[int, int, int],
+                 voxel_size: tuple[float, float, float], overwrite: bool = False) -> None:
+        import zarr
+
+        from ..io.formats import check_output_path, format_of, remove_output
+        from ..io.zarr_store import create_zarr, zarr_progress
+
+        if format_of(path) != "zarr":
+            raise VoxreconError(f"{path}: a chunked run writes zarr; give an output path ending in .zarr.")
+        self.path = Path(path)
+        self.paths = {n: (self.path if n == "result" else companion_path(self.path, n)) for n in outputs}
+        self.backups: dict[str, Path] = {}
+        self.done: set[int] = set()
+        self.resumed = False
+        self._last_save = 0.0
+        if self.path.exists() and not overwrite:
+            progress = zarr_progress(self.path)
+            if progress is None:
+                raise VoxreconError(f"{path} already exists and was not written by voxrecon; pass --overwrite to replace it.")
+            if progress.get("complete"):
+                raise VoxreconError(f"{path} is already complete; pass --overwrite to compute it again.")
+            if progress.get("job") != record:
+                raise VoxreconError(
+                    f"{path} holds an unfinished run of a different job or chunking ({progress.get('job')}); "
+                    "pass --overwrite to replace it, or use the same command to resume it."
+                )
+            missing = [str(p) for p in self.paths.values() if not p.exists()]
+            if missing:
+                raise VoxreconError(f"{path}: its companion output(s) {', '.join(missing)} are gone; pass --overwrite to start again.")
+            self.done = set(int(i) for i in progress.get("chunks_done", []))
+            self.resumed = True
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            return
+        for p in self.paths.values():
+            check_output_path(p, overwrite)
+        for name, p in self.paths.items():
+            if p.exists():  # replaced only when the new run completes; restored if it fails
+                backup = p.with_name(f".{p.name}.replaced")
+                if backup.exists():
+                    remove_output(backup)
+                os.replace(p, backup)
+                self.backups[name] = backup
+        for name, p in self.paths.items():
+            group, _ = create_zarr(p, shape, voxel_size, np.float32, record, overwrite=True, chunks=store_chunks)
+            if name == "result":
+                self.group = group
+        self.save()
+
+    def save(self, complete: bool = False) -> None:
+        import time
+
+        state = dict(self.group.attrs["voxrecon"])
+        state["chunks_done"] = sorted(self.done)
+        state["complete"] = complete
+        self.group.attrs["voxrecon"] = state
+        self._last_save = time.monotonic()
+
+    def mark(self, index: int, every_s: float = 0.5) -> None:
+        """Record a finished chunk (written at most every ``every_s`` seconds: an unrecorded
+        chunk is only recomputed on resume, never lost)."""
+        import time
+
+        self.done.add(int(index))
+        if time.monotonic() - self._last_save >= every_s:
+            self.save()
+
+    def finish(self) -> None:
+        from ..io.formats import remove_output
+
+        self.save(complete=True)
+        for backup in self.backups.values():
+            remove_output(backup)
+        self.backups = {}
+
+    def abort(self) -> None:
+        """Failed or cancelled: finished chunks stay recorded (resumable), unless this run was
+        replacing an earlier output (that comes back) or finished nothing new."""
+        from ..io.formats import remove_output
+
+        if self.backups:
+            for name, backup in self.backups.items():
+                remove_output(self.paths[name])
+                os.replace(backup, self.paths[name])
+            self.backups = {}
+        elif not self.done and not self.resumed:
+            for p in self.paths.values():
+                remove_output(p)
+        else:
+            self.save()

@@ -46,6 +46,32 @@ def _resolution_size(page, tag: str, unit_scale: float) -> float | None:
     return den / num * unit_scale
 
 
+def series_axes(tf) -> str:
+    """Axis letters of the first series of an open ``tifffile.TiffFile``."""
+    series = tf.series[0]
+    axes = series.axes
+    if axes.startswith("S") and len(axes) == 3 and series.shape[0] in (3, 4):
+        # tifffile stores a plain (3|4, Y, X) stack as planar samples: it is a short z-stack.
+        axes = "Z" + axes[1:]
+    return axes
+
+
+def tiff_voxel_size(tf) -> tuple[float | None, float | None, float | None]:
+    """(z, y, x) voxel size in µm from OME or ImageJ metadata of an open TiffFile (None: absent)."""
+    vz = vy = vx = None
+    if tf.is_ome and tf.ome_metadata:
+        vz, vy, vx = _ome_voxel_size(tf.ome_metadata)
+    if tf.is_imagej and tf.imagej_metadata is not None:
+        meta = tf.imagej_metadata
+        scale = _unit_scale(meta.get("unit"))
+        page = tf.pages[0]
+        vx = vx or _resolution_size(page, "XResolution", scale)
+        vy = vy or _resolution_size(page, "YResolution", scale)
+        if meta.get("spacing"):
+            vz = vz or float(meta["spacing"]) * scale
+    return vz, vy, vx
+
+
 def read_tiff(path: str | os.PathLike) -> Volume:
     import logging
 
@@ -59,23 +85,9 @@ def read_tiff(path: str | os.PathLike) -> Volume:
         with tifffile.TiffFile(path) as tf:
             if not tf.series:
                 raise InputError(f"{path}: the TIFF holds no image data.")
-            series = tf.series[0]
-            axes = series.axes
-            if axes.startswith("S") and len(axes) == 3 and series.shape[0] in (3, 4):
-                # tifffile stores a plain (3|4, Y, X) stack as planar samples: it is a short z-stack.
-                axes = "Z" + axes[1:]
-            data = series.asarray()
-            vz = vy = vx = None
-            if tf.is_ome and tf.ome_metadata:
-                vz, vy, vx = _ome_voxel_size(tf.ome_metadata)
-            if tf.is_imagej and tf.imagej_metadata is not None:
-                meta = tf.imagej_metadata
-                scale = _unit_scale(meta.get("unit"))
-                page = tf.pages[0]
-                vx = vx or _resolution_size(page, "XResolution", scale)
-                vy = vy or _resolution_size(page, "YResolution", scale)
-                if meta.get("spacing"):
-                    vz = vz or float(meta["spacing"]) * scale
+            axes = series_axes(tf)
+            data = tf.series[0].asarray()
+            vz, vy, vx = tiff_voxel_size(tf)
     except InputError:
         raise
     except Exception as err:  # tifffile raises many types for corrupt files

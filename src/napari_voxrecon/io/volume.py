@@ -71,10 +71,11 @@ def as_volume_array(data: Any, what: str = "input") -> np.ndarray:
     return np.asarray(data, dtype=np.float32)
 
 
-def check_volume(data: np.ndarray, what: str = "input", min_planes: int = 1) -> None:
+def check_volume(data: np.ndarray, what: str = "input", min_planes: int = 1, allow_constant: bool = False) -> None:
     """Refuse volumes no reconstruction can make sense of, with the reason.
 
-    Checks: 3D, non-empty, at least ``min_planes`` planes, finite, not constant.
+    Checks: 3D, non-empty, at least ``min_planes`` planes, finite, not constant (unless
+    ``allow_constant``: a chunk of empty background in a bigger volume is fine).
     """
     if data.ndim != 3:
         squeeze_to_3d(data, None, what)  # raises with the standard message
@@ -93,7 +94,7 @@ def check_volume(data: np.ndarray, what: str = "input", min_planes: int = 1) -> 
                 "replace them (e.g. with 0 or the background value) before reconstructing."
             )
     lo, hi = float(np.min(data)), float(np.max(data))
-    if lo == hi:
+    if lo == hi and not allow_constant:
         raise InputError(
             f"{what}: every voxel has the same value ({lo:g}); there is no structure to reconstruct. "
             "Check that the right file or channel was loaded."

@@ -83,7 +83,7 @@ def read_zarr(path: str | os.PathLike, allow_incomplete: bool = False) -> Volume
     progress = zarr_progress(path)
     if progress is not None and not progress.get("complete", True) and not allow_incomplete:
         raise InputError(
-            f"{path}: an unfinished voxrecon output ({len(progress.get('done', []))} planes done); "
+            f"{path}: an unfinished voxrecon output; "
             "finish it by running the same reconstruct command again, then use it."
         )
     arr, axes, voxel = open_zarr_array(path)
@@ -126,8 +126,9 @@ def create_zarr(
     dtype: Any = np.float32,
     job: dict[str, Any] | None = None,
     overwrite: bool = False,
+    chunks: tuple[int, int, int] | None = None,
 ):
-    """Create an empty OME-Zarr volume with one-plane chunks; returns (group, array)."""
+    """Create an empty OME-Zarr volume (one-plane chunks unless ``chunks``); returns (group, array)."""
     import zarr
 
     path = Path(path)
@@ -138,7 +139,7 @@ def create_zarr(
     arr = group.create_array(
         "0",
         shape=tuple(int(s) for s in shape),
-        chunks=(1, int(shape[1]), int(shape[2])),
+        chunks=tuple(int(c) for c in chunks) if chunks else (1, int(shape[1]), int(shape[2])),
         dtype=dtype,
         fill_value=0,
         dimension_names=("z", "y", "x"),

@@ -117,6 +117,7 @@ def _run_projection(ctx) -> Iterator[Any]:
 
 
 register(Method("sparse", "inr", "implicit neural representation (feature grids + MLP) fitted to the acquired planes",
-                _run_sparse, params=(ITERATIONS, LR, ENCODING, NEIGHBOUR), uses_torch=True))
+                _run_sparse, params=(ITERATIONS, LR, ENCODING, NEIGHBOUR), uses_torch=True,
+                extra={"z_halo": 2}))  # a fit per chunk: a little context so chunk edges are not fit edges
 register(Method("projection", "inr", "implicit neural representation fitted to the projections (MicroDiffusion eq. 2), group means kept",
                 _run_projection, params=(ITERATIONS, LR, ENCODING, NEIGHBOUR), uses_torch=True))

@@ -89,5 +89,9 @@ def _run(ctx, order: int) -> Iterator[SliceResult]:
         ctx.check_cancel()
 
 
-register(Method("projection", "linear", "linear interpolation of the projection sequence, group means kept equal to the projections", lambda ctx: _run(ctx, 1)))
-register(Method("projection", "cubic", "cubic-spline interpolation of the projection sequence, group means kept equal to the projections", lambda ctx: _run(ctx, 3)))
+# Chunked runs (engine/chunks.py): pixels are independent; linear needs the neighbouring
+# projections, the global spline a few more.
+register(Method("projection", "linear", "linear interpolation of the projection sequence, group means kept equal to the projections", lambda ctx: _run(ctx, 1),
+                extra={"z_halo": 1, "lateral_margin": 0}))
+register(Method("projection", "cubic", "cubic-spline interpolation of the projection sequence, group means kept equal to the projections", lambda ctx: _run(ctx, 3),
+                extra={"z_halo": 6, "lateral_margin": 0}))

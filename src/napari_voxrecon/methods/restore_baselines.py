@@ -59,5 +59,7 @@ def _run(ctx, order: int) -> Iterator[SliceResult]:
         yield SliceResult(z, up.plane(z))
 
 
-register(Method("restore", "trilinear", "trilinear upsampling", lambda ctx: _run(ctx, 1)))
-register(Method("restore", "tricubic", "tricubic-spline upsampling", lambda ctx: _run(ctx, 3)))
+# Chunked runs (engine/chunks.py): trilinear reads one neighbour in each direction; the spline's
+# prefilter is global, so tricubic gets a wider context (its influence decays by ~0.27 per voxel).
+register(Method("restore", "trilinear", "trilinear upsampling", lambda ctx: _run(ctx, 1), extra={"z_halo": 1, "lateral_margin": 2}))
+register(Method("restore", "tricubic", "tricubic-spline upsampling", lambda ctx: _run(ctx, 3), extra={"z_halo": 8, "lateral_margin": 12}))

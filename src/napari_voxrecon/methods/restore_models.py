@@ -89,11 +89,13 @@ def _register() -> None:
             PRECISION,
         ),
         outputs=outputs_with_uncertainty, uses_weights=True, uses_torch=True,
+        extra={"z_halo": 4},  # a chunk's edge planes see as much depth as inside a slab
     ))
     register(Method(
         "restore", "care",
         "CARE-like 3D U-Net regression (residual over trilinear upsampling; trained model)",
         _run_care, params=(WEIGHTS, TILE, PRECISION), uses_weights=True, uses_torch=True,
+        extra={"z_halo": 4},
     ))
 
 

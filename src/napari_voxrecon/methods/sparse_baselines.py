@@ -75,8 +75,15 @@ def _run_cubic(ctx) -> Iterator[SliceResult]:
         yield SliceResult(z, plane)
 
 
-register(Method("sparse", "nearest", "copy the nearest acquired plane", _run_nearest))
-register(Method("sparse", "linear", "linear interpolation between the two neighbouring acquired planes", _run_linear))
+# Chunked runs (engine/chunks.py): these baselines read only the gap's two planes and each pixel
+# alone, so chunks need no context and reproduce the whole-volume result exactly; the blur needs
+# its 4-sigma support, the global cubic spline several planes on each side
+# (a spline's reach decays by ~0.27 per knot: 6 planes leave < 0.1 % of it).
+register(Method("sparse", "nearest", "copy the nearest acquired plane", _run_nearest, extra={"z_halo": 0, "lateral_margin": 0}))
+register(Method("sparse", "linear", "linear interpolation between the two neighbouring acquired planes", _run_linear,
+                extra={"z_halo": 0, "lateral_margin": 0}))
 register(Method("sparse", "linear_smooth", "linear interpolation, then a lateral Gaussian blur of the interpolated planes",
-                _run_linear_smooth, params=(Param("sigma", float, 1.0, "lateral Gaussian sigma in pixels", min=0.0, max=10.0),)))
-register(Method("sparse", "cubic", "cubic-spline interpolation along z through all acquired planes", _run_cubic))
+                _run_linear_smooth, params=(Param("sigma", float, 1.0, "lateral Gaussian sigma in pixels", min=0.0, max=10.0),),
+                extra={"z_halo": 0, "lateral_margin": 41}))
+register(Method("sparse", "cubic", "cubic-spline interpolation along z through all acquired planes", _run_cubic,
+                extra={"z_halo": 6, "lateral_margin": 0}))

@@ -121,11 +121,13 @@ def _register() -> None:
             PRECISION,
         ),
         outputs=outputs_with_uncertainty, uses_weights=True, uses_torch=True,
+        extra={"z_halo": 0},  # each gap is filled from its own two planes
     ))
     register(Method(
         "sparse", "unet",
         "U-Net regression of the missing planes (residual over linear interpolation; trained model)",
         _run_unet, params=(WEIGHTS, TILE, PRECISION), uses_weights=True, uses_torch=True,
+        extra={"z_halo": 0},
     ))
 
 

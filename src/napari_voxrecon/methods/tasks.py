@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.registry import Param, Task, register_task
+from ..engine.registry import Chunking, Param, Task, register_task
 from ..errors import InputError
 
 INTERVAL = Param("interval", int, None, "acquisition interval n: every n-th plane was imaged (sparse) or each image is the mean of n planes (projection)", min=2, max=64)
@@ -48,6 +48,18 @@ def _restore_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
         raise InputError("input: axial upsampling needs at least 2 planes.")
 
 
+def _interval(p: dict[str, Any]) -> int:
+    return int(p["interval"])
+
+
+def _axial_factor(p: dict[str, Any]) -> int:
+    return int(p["axial_factor"])
+
+
+def _lateral_factor(p: dict[str, Any]) -> int:
+    return int(p["lateral_factor"])
+
+
 SPARSE = register_task(
     Task(
         name="sparse",
@@ -57,6 +69,8 @@ SPARSE = register_task(
         output_voxel_size=_axial_voxel,
         validate=_sparse_validate,
         default_method="linear",
+        # A unit is one gap: acquired planes u and u+1 and the n-1 planes between them.
+        chunking=Chunking(z_factor=_interval, unit_span=2, z_halo=0),
     )
 )
 
@@ -69,6 +83,8 @@ PROJECTION = register_task(
         output_voxel_size=_axial_voxel,
         validate=_no_check,
         default_method="linear",
+        # A unit is one projection and its n planes; neighbouring projections give context.
+        chunking=Chunking(z_factor=_interval, z_halo=1),
     )
 )
 
@@ -84,6 +100,8 @@ RESTORE = register_task(
         output_voxel_size=_restore_voxel,
         validate=_restore_validate,
         default_method="trilinear",
+        # A unit is one input plane and the a output planes from it towards the next one.
+        chunking=Chunking(z_factor=_axial_factor, lateral_factor=_lateral_factor, z_halo=2),
     )
 )
 

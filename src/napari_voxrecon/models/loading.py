@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 _CACHE: dict[tuple[str, str, str], Any] = {}  # (method, weights spec + file time, device)
+_LOADS = 0  # weights files read into a model in this process (the dask runner's tests count them)
 
 #: method name -> function(state_dict, config, device) -> model object
 BUILDERS: dict[str, Callable[[dict, dict, str], Any]] = {}
@@ -28,12 +29,19 @@ def load_model(method: str, spec: str | None, device: str = "cpu", cached: bool 
         model = BUILDERS[method](state, config, device)
         model.weights_folder, model.config = folder, config
         return model
+    global _LOADS
     if key not in _CACHE:
+        _LOADS += 1
         state, config, folder = load_weights(spec, method, device="cpu")
         model = BUILDERS[method](state, config, device)
         model.weights_folder, model.config = folder, config
         _CACHE[key] = model
     return _CACHE[key]
+
+
+def load_count() -> int:
+    """How many times this process has built a model from weights (cached loads excluded)."""
+    return _LOADS
 
 
 def clear_cache() -> None:
