@@ -22,7 +22,9 @@ restored by ``care`` and ``dit`` with the embedded weights; Orthogonal views of 
 care, dit and truth). ``--only diffraction`` makes ``docs/images/diffraction_widget.png`` (a
 simulated cell phantom's diffraction images fitted by ``nvp`` in the Reconstruct widget, with
 its loss curve) and ``docs/images/diffraction_views.png`` (the Orthogonal views of the true
-and the recovered refractive index).
+and the recovered refractive index). ``--only large`` makes ``docs/images/large_volume.png``: a
+zarr stack opened lazily, a preview of the region in view and a run to zarr stopped half-way
+(the output layer shows the chunks finished so far).
 """
 
 from __future__ import annotations
@@ -242,6 +244,65 @@ def diffraction_views(viewer, out_dir: Path, workdir: Path) -> None:
     orthoviews(viewer, [truth, result], result, truth, out_dir / "diffraction_views.png")
 
 
+def large_volume(viewer, out_dir: Path, workdir: Path) -> None:
+    """A larger stack from a zarr store: preview of the region in view, then a run to zarr
+    cancelled half-way, so the output layer shows the chunks written so far."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_voxrecon.engine import dask_runner
+    from napari_voxrecon.engine.events import ChunkDone
+    from napari_voxrecon._sample_data import load_ground_truth
+    from napari_voxrecon.io.zarr_store import write_zarr
+
+    crop = load_ground_truth()
+    big = np.tile(crop.data[::4], (1, 3, 3))  # every 4th plane, a 3 x 3 mosaic: a wider field
+    write_zarr(workdir / "mosaic.zarr", big, (crop.voxel_size[0] * 4, *crop.voxel_size[1:]))
+    (layer,) = viewer.open(str(workdir / "mosaic.zarr"), plugin=PLUGIN)
+    viewer.dims.axis_labels = ("z", "y", "x")
+    recon_dock, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    recon.set_input(layer.name)
+    recon.task_combo.setCurrentText("sparse")
+    recon.method_combo.setCurrentText("unet")
+    recon.set_params(interval=4)
+    viewer.dims.set_point(0, 7 * layer.scale[0])
+    viewer.camera.center = (0, big.shape[1] * layer.scale[1] * 0.3, big.shape[2] * layer.scale[2] * 0.3)
+    viewer.camera.zoom = viewer.camera.zoom * 3
+    process_events(0.5)
+    recon.preview()
+    while recon.running:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    preview = recon.outputs["result"]
+    original = dask_runner.ChunkedJob.__init__
+    dask_runner.ChunkedJob.__init__ = lambda self, *a, **k: original(self, *a, **{**k, "planes": 8, "tile": 192})
+    try:
+        worker = recon.run_to_zarr(str(workdir / "mosaic_unet.zarr"))
+        chunks = []
+
+        def stop_half_way(event) -> None:
+            if isinstance(event, ChunkDone):
+                chunks.append(event)
+                if len(chunks) == 14:
+                    recon.cancel()
+
+        worker.yielded.connect(stop_half_way)
+        while recon.running:
+            QApplication.processEvents()
+            time.sleep(0.01)
+    finally:
+        dask_runner.ChunkedJob.__init__ = original
+    viewer.layers.move(viewer.layers.index(preview), len(viewer.layers))  # the preview on top
+    lo, hi = (float(v) for v in np.percentile(big, [1, 99.8]))
+    for shown in (preview, recon.outputs["result"]):
+        shown.contrast_limits = (lo, hi)
+    preview.colormap, preview.blending = "green", "additive"  # the previewed block stands out
+    layer.visible = False
+    viewer.reset_view()
+    viewer.dims.set_point(0, 28 * recon.outputs["result"].scale[0])
+    process_events(1.0)
+    save(viewer, out_dir / "large_volume.png")
+
+
 def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> None:
     import tempfile
     import warnings
@@ -283,6 +344,12 @@ def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> 
             viewer.window.resize(*WINDOW)
             diffraction_views(viewer, out_dir, Path(tmp))
             viewer.close()
+    if only == "large":
+        with tempfile.TemporaryDirectory(prefix="voxrecon-shots-") as tmp:
+            viewer = napari.Viewer(show=True, title="napari-voxrecon")
+            viewer.window.resize(*WINDOW)
+            large_volume(viewer, out_dir, Path(tmp))
+            viewer.close()
     if only not in (None, "overview"):
         return
 
@@ -315,7 +382,7 @@ def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "images")
-    parser.add_argument("--only", choices=("overview", "sparse3diff", "microdiffusion", "restore", "diffraction"),
+    parser.add_argument("--only", choices=("overview", "sparse3diff", "microdiffusion", "restore", "diffraction", "large"),
                         help="make only the overview pictures (reconstruct, orthoviews) or only the Sparse3Diff one")
     parser.add_argument("--weights", help="Sparse3Diff weights for its picture (default: embedded, else a tiny model)")
     args = parser.parse_args()

@@ -51,7 +51,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.cancel import CancelToken
 from ..engine.device import DEVICES
-from ..engine.events import Notice, Preview, Progress, SliceResult
+from ..engine.events import ChunkDone, Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, Task, get_method, get_task, list_methods
 from ..errors import JobCancelled, VoxreconError
 from ._signals import disconnect_all
@@ -63,6 +63,7 @@ from .finetune import (
     default_finetune_folder,
     finetune_events,
 )
+from .chunked_run import PREVIEW_MAX, ChunkedReady, chunked_events, layer_file, preview_region
 from .loss_curve import LossCurve
 
 if TYPE_CHECKING:
@@ -107,17 +108,32 @@ def job_events(
     seed: int,
     device: str,
     token: CancelToken,
+    region: tuple[slice, slice, slice] | None = None,
 ):
-    """Worker body (runs in a thread; never touches napari): build the job, then stream it."""
+    """Worker body (runs in a thread; never touches napari): build the job, then stream it.
+
+    ``region``: reconstruct only this input block (a preview), scaled with the whole stack's
+    intensity window so it looks like that region of a full run.
+    """
+    from contextlib import nullcontext
+
     from ..engine.job import Job
+    from ..normalize import whole_volume_window
+    from .chunked_run import whole_window
 
     try:
+        window = None
+        if region is not None:
+            window = whole_window(data)
+            data = data[region]  # a lazy layer (zarr, dask) reads only this block
         # A copy (and a compute for lazy dask/zarr data): the layer may be edited during the run.
         volume = np.array(data, dtype=np.float32)
-        job = Job(task, volume, params, method=method, voxel_size=voxel_size, seed=seed, device=device)
-        token.raise_if_cancelled()
-        yield JobReady(job)
-        yield from job.run(token)
+        with whole_volume_window(*window) if window else nullcontext():
+            job = Job(task, volume, params, method=method, voxel_size=voxel_size, seed=seed, device=device,
+                      allow_constant=region is not None)
+            token.raise_if_cancelled()
+            yield JobReady(job)
+            yield from job.run(token)
     except RuntimeError as err:
         # superqt's worker takes a RuntimeError for "the worker was deleted": it emits neither
         # `errored` nor `finished`, and the widget would wait forever. torch raises
@@ -437,6 +453,8 @@ class ReconstructWidget(QWidget):
         self._outcome = "done"
         self._error: str | None = None
         self._job: Job | None = None
+        self._region: tuple[slice, slice, slice] | None = None  # the input block of a preview
+        self._zarr_path: str | None = None
         self._t0 = 0.0
         self._layers: list[Image] = []
         self._param_values: dict[str, Any] = {}
@@ -502,6 +520,17 @@ class ReconstructWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.preview_button = QPushButton("Preview view")
+        self.preview_button.setToolTip(
+            "Reconstruct only the planes around the current one, in the region on screen (at most "
+            f"{PREVIEW_MAX} px across): a quick look before a full run of a large stack."
+        )
+        self.zarr_button = QPushButton("Run to zarr…")
+        self.zarr_button.setToolTip(
+            "Reconstruct the whole stack chunk by chunk from its file into a zarr store, memory bounded "
+            "by a chunk; the output layer fills in as chunks finish. Cancelled or interrupted, the same "
+            "run resumes where it stopped."
+        )
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -519,6 +548,9 @@ class ReconstructWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        large = QHBoxLayout()
+        large.addWidget(self.preview_button)
+        large.addWidget(self.zarr_button)
         tail = QFormLayout()
         tail.addRow("seed", self.seed_spin)
         tail.addRow("device", self.device_combo)
@@ -531,6 +563,7 @@ class ReconstructWidget(QWidget):
         layout.addWidget(self.finetune_button)
         layout.addLayout(tail)
         layout.addLayout(buttons)
+        layout.addLayout(large)
         layout.addWidget(self.progress)
         layout.addWidget(self.loss_curve)
         layout.addWidget(self.status)
@@ -541,6 +574,8 @@ class ReconstructWidget(QWidget):
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.preview_button.clicked.connect(lambda *_: self.preview())
+        self.zarr_button.clicked.connect(lambda *_: self.run_to_zarr())
         # Not connected directly: `clicked` would pass its `checked` flag as the folder.
         self.finetune_button.clicked.connect(lambda *_: self.finetune())
 
@@ -757,8 +792,11 @@ class ReconstructWidget(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
-    def run(self, *_: Any) -> Any:
-        """Start the job in a thread worker; returns the worker (None if nothing was started)."""
+    def run(self, *_: Any, region: tuple[slice, slice, slice] | None = None) -> Any:
+        """Start the job in a thread worker; returns the worker (None if nothing was started).
+
+        ``region``: only this input block (``preview``); the output layer sits at its place.
+        """
         if self.running:
             return None
         layer = self.selected_layer()
@@ -775,7 +813,10 @@ class ReconstructWidget(QWidget):
             return None
         ndim = layer.ndim
         voxel = tuple(float(s) for s in layer.scale[-3:]) if ndim >= 3 else (1.0, 1.0, 1.0)
+        if region is None and ndim >= 3 and self._too_big(layer):
+            return None
         self.input_layer = layer
+        self._region = region
         self._mode = "run"
         self.outputs, self.written = {}, {}
         self._job, self._error, self._outcome = None, None, "done"
@@ -794,6 +835,7 @@ class ReconstructWidget(QWidget):
             int(self.seed_spin.value()),
             self.device_combo.currentText(),
             self._token,
+            region,
             _start_thread=False,
             # Handling "errored" here also stops napari from re-raising the error in the GUI.
             _connect={
@@ -805,7 +847,90 @@ class ReconstructWidget(QWidget):
         )
         self.worker = worker
         self._set_running(True)
-        self.status.setText(f"{self.task_name}/{self.method_name}: preparing {layer.name!r}...")
+        what = "a preview of" if region is not None else ""
+        self.status.setText(f"{self.task_name}/{self.method_name}: preparing {what} {layer.name!r}...")
+        worker.start()
+        return worker
+
+    def _too_big(self, layer: Image) -> bool:
+        """A stack too large to copy into memory is refused by Run (with what to do instead)."""
+        nbytes = int(np.prod(layer_volume(layer).shape)) * 4
+        try:
+            import psutil
+
+            budget = psutil.virtual_memory().available // 4
+        except ImportError:  # pragma: no cover - psutil comes with distributed
+            budget = 4 * 2**30
+        if nbytes <= budget:
+            return False
+        show_error(f"Reconstruct: {layer.name!r} is {nbytes / 2**30:.1f} GiB as float32, more than a quarter of the free "
+                   "memory. Use 'Preview view' for a look at the region on screen, then 'Run to zarr…'.")
+        return True
+
+    def preview(self) -> Any:
+        """Reconstruct the planes around the current one in the region on screen (lazy inputs
+        read only that block); returns the worker (None if nothing was started)."""
+        layer = self.selected_layer()
+        if layer is None or self.running:
+            return self.run()
+        if layer.ndim != 3:
+            show_error(f"Reconstruct: {layer.name!r} is not a 3D (Z, Y, X) stack.")
+            return None
+        task, method = self.task_spec(), self.method_spec()
+        if task.chunking is None:
+            show_error(f"Reconstruct: the {task.name} task is one fit of all its images; it has no partial preview. Use Run.")
+            return None
+        z = int(round(layer.world_to_data(self.viewer.dims.point)[-3]))
+        corners = np.asarray(layer.corner_pixels, dtype=float)[:, -2:]
+        if not (corners[1] > corners[0]).all():
+            corners = None  # not drawn yet: the centre of the stack
+        region = preview_region(tuple(layer_volume(layer).shape), z, corners, method.z_halo(task),
+                                method.lateral_margin(task), min_planes=task.chunking.unit_span + 1)
+        return self.run(region=region)
+
+    def run_to_zarr(self, path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Any:
+        """Reconstruct the whole stack from its file into the zarr store ``path`` (asked for when
+        None), chunk by chunk; an unfinished store of the same run is resumed."""
+        if self.running:
+            return None
+        layer = self.selected_layer()
+        if layer is None:
+            show_error("Reconstruct: choose an input image layer first (open a file or a sample).")
+            return None
+        try:
+            source = layer_file(layer)
+            params = self.params()
+        except VoxreconError as err:
+            show_error(str(err))
+            return None
+        if path is None:
+            from ..io.formats import format_of
+
+            start = str(Path(source).with_name(Path(source).name.split(".")[0] + f"_{self.method_name}.zarr"))
+            path, _ = QFileDialog.getSaveFileName(self, "Write the reconstruction to a zarr store", start, "zarr (*.zarr)")
+            if not path:
+                return None
+            if format_of(path) != "zarr":
+                path += ".zarr"
+        self.input_layer = layer
+        self._mode = "zarr"
+        self._region = None
+        self.outputs, self.written = {}, {}
+        self._job, self._error, self._outcome = None, None, "done"
+        self.loss_curve.clear()
+        self._token = CancelToken()
+        self._cancel_holder["token"] = self._token
+        self._t0 = time.perf_counter()
+        worker = create_worker(
+            chunked_events, self.task_name, source, str(path), params, self.method_name,
+            int(self.seed_spin.value()), self.device_combo.currentText(), self._token, overwrite,
+            _start_thread=False,
+            _connect={"yielded": self._on_event, "errored": self._on_errored, "aborted": self._on_aborted,
+                      "finished": self._on_zarr_finished},
+        )
+        self.worker = worker
+        self._set_running(True)
+        self.status.setText(f"{self.task_name}/{self.method_name}: preparing a chunked run of {layer.name!r} into {path}...")
         worker.start()
         return worker
 
@@ -820,6 +945,10 @@ class ReconstructWidget(QWidget):
             # No worker.quit(): the fine-tune must see the token and end by itself, so that
             # it is known for sure whether the weights were saved before the cancel.
             self.status.setText("cancelling after the current update...")
+        elif self._mode == "zarr":
+            # No quit() either: a quit worker never resumes its generator, so the run could not
+            # record its last chunks; the token ends it after the current chunk, progress saved.
+            self.status.setText("cancelling after the current chunk...")
         else:
             self.worker.quit()
             self.status.setText("cancelling after the current plane...")
@@ -829,7 +958,7 @@ class ReconstructWidget(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         for w in (self.layer_combo, self.task_combo, self.method_combo, self.params_box, self.seed_spin,
-                  self.finetune_button):
+                  self.finetune_button, self.preview_button, self.zarr_button):
             w.setEnabled(not running)
         try:
             uses_torch = self.method_spec().uses_torch
@@ -852,6 +981,11 @@ class ReconstructWidget(QWidget):
             (show_warning if event.level == "warning" else show_info)(event.message)
         elif isinstance(event, JobReady):
             self._create_outputs(event.job)
+        elif isinstance(event, ChunkedReady):
+            self._open_zarr_outputs(event.job)
+        elif isinstance(event, ChunkDone):
+            self._dirty.update(self.outputs)
+            self._schedule_ui()
 
     def _create_outputs(self, job: "Job") -> None:
         """One zeros layer per output on the job's grid, before the first plane arrives."""
@@ -859,6 +993,9 @@ class ReconstructWidget(QWidget):
         src = self.input_layer
         assert src is not None
         translate = tuple(float(t) for t in src.translate[-3:]) if src.ndim >= 3 else (0.0, 0.0, 0.0)
+        region = self._region
+        if region is not None:  # a preview sits where its block is in the stack
+            translate = tuple(t + r.start * s for t, r, s in zip(translate, region, src.scale[-3:]))
         record = {
             "task": job.task,
             "method": job.method,
@@ -868,10 +1005,13 @@ class ReconstructWidget(QWidget):
             "complete": False,
             "planes_done": 0,
         }
+        if region is not None:
+            record["region"] = [[r.start, r.stop] for r in region]
         # The result first: napari stacks new layers on top, so companions (uncertainty) lie
         # above the result and are seen as they stream in; hiding one shows the other.
         for name in sorted(job.outputs, key=lambda n: n != "result"):
             label = f"{src.name} {job.method}" + ("" if name == "result" else f" {name}")
+            label += " preview" if region is not None else ""
             kwargs: dict[str, Any] = {}
             if name in INTENSITY_OUTPUTS:
                 # Outputs are in the input's intensity units: the input's display settings fit.
@@ -896,6 +1036,65 @@ class ReconstructWidget(QWidget):
         self.progress.setRange(0, job.output_shape[0])
         self.progress.setValue(0)
         self.progress.setFormat("%v / %m planes")
+
+    def _open_zarr_outputs(self, job: Any) -> None:
+        """Layers over the stores of a chunked run: read from disk (never whole in memory), so
+        refreshing one shows the chunks finished so far."""
+        import zarr
+
+        src = self.input_layer
+        assert src is not None
+        translate = tuple(float(t) for t in src.translate[-3:])
+        self._zarr_path = job.output_path
+        from ..engine.sinks import companion_path
+
+        for name in sorted(job.outputs, key=lambda n: n != "result"):
+            store = job.output_path if name == "result" else str(companion_path(job.output_path, name))
+            data = zarr.open_group(store, mode="r")["0"]
+            kwargs: dict[str, Any] = {}
+            if name in INTENSITY_OUTPUTS:
+                kwargs.update(colormap=src.colormap, contrast_limits=tuple(src.contrast_limits), gamma=src.gamma)
+            else:
+                kwargs["colormap"] = COMPANION_COLORMAPS.get(name, "gray")
+            label = f"{src.name} {job.method}" + ("" if name == "result" else f" {name}") + " (zarr)"
+            meta = {RESULT_KEY: {"task": job.task, "method": job.method, "params": dict(job.params), "seed": job.seed,
+                                 "input": src.name, "output": name, "store": store, "complete": False}}
+            self.outputs[name] = self.viewer.add_image(data, name=label, scale=job.output_voxel_size,
+                                                       translate=translate, metadata=meta, **kwargs)
+        self.progress.setFormat("%v / %m chunks")
+
+    def _on_zarr_finished(self) -> None:
+        """End of a chunked run: the store is complete, or resumable after a cancel or failure."""
+        self._flush_ui()
+        seconds = time.perf_counter() - self._t0
+        progress = None
+        if self._zarr_path is not None:
+            from ..io.zarr_store import zarr_progress
+
+            progress = zarr_progress(self._zarr_path)
+        complete = bool(progress and progress.get("complete"))
+        done = len(progress.get("chunks_done", [])) if progress else 0
+        total = (progress or {}).get("job", {}).get("chunked", {}).get("count", 0)
+        if complete:
+            outcome = "done"
+            self.status.setText(f"done: {total} chunks in {seconds:.1f} s, written to {self._zarr_path}")
+        elif self._outcome == "failed":
+            outcome = "failed"
+            self.status.setText(f"failed: {self._error}" + (f" ({done} of {total} chunks kept; run again to resume)" if done else ""))
+        else:
+            outcome = "cancelled"
+            self.status.setText(f"cancelled after {done} of {total} chunks; 'Run to zarr…' on the same store resumes")
+        for layer in self.outputs.values():
+            layer.metadata[RESULT_KEY]["complete"] = complete
+            if not complete:
+                layer.name = f"{layer.name} (incomplete)"
+            layer.refresh()
+        self.worker = None
+        self._token = None
+        self._cancel_holder["token"] = None
+        self._zarr_path = None
+        self._set_running(False)
+        self.run_finished.emit(outcome)
 
     def _write_slice(self, event: SliceResult) -> None:
         layer = self.outputs.get(event.output)
