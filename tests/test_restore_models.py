@@ -220,3 +220,20 @@ def test_embedded_dit_denoise_weights_are_the_default_at_factor_1_and_denoise():
     out = run_job(Job("restore", lq, {"axial_factor": 1}, method="dit", device="cpu"))
     assert set(out) == {"result"}  # defaults: 1 step, 1 sample, no uncertainty output
     assert evaluate(out["result"], gt, metrics=("psnr",))["psnr"] > evaluate(lq, gt, metrics=("psnr",))["psnr"] + 3
+
+
+@pytest.mark.parametrize("factor", [4, 1])
+def test_cli_with_default_weights_picks_the_embedded_weights_of_the_job(tmp_path, factor):
+    """'default' resolves per job (axial4 or denoise) before any output is created, in the
+    in-memory path and the chunked path alike (it once failed up front as 'ambiguous')."""
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import read_volume
+    from napari_voxrecon.io.tiff import write_tiff
+
+    rng = np.random.default_rng(0)
+    write_tiff(tmp_path / "low.tif", (rng.random((4, 24, 24)) * 100).astype(np.float32), (1, 1, 1))
+    for out, extra in (("a.tif", []), ("b.zarr", ["--chunked", "--chunk-tile", "16"])):
+        rc = main(["reconstruct", "restore", str(tmp_path / "low.tif"), "-o", str(tmp_path / out), "--axial-factor",
+                   str(factor), "--method", "care", "-q", *extra])
+        assert rc == 0
+        assert read_volume(tmp_path / out).data.shape == (4 * factor, 24, 24)

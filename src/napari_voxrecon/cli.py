@@ -155,7 +155,7 @@ def run_reconstruction(
         # Unknown or unreachable weights fail here, before any output is created or replaced.
         from .weights import resolve_weights
 
-        resolve_weights(job.params.get("weights"), job.method_spec.weights_method, progress=not quiet)
+        resolve_weights(job.method_spec.weights_spec(job.params), job.method_spec.weights_method, progress=not quiet)
     sinks, done = open_file_sinks(output_path, job, overwrite=overwrite)
     if done:
         _say(f"resuming {output_path}: {len(done)} of {job.output_shape[0]} planes already done", quiet)

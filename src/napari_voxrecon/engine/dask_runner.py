@@ -155,7 +155,7 @@ class ChunkedJob:
         if self.method_spec.uses_weights:  # unknown weights fail before any output is created
             from ..weights import resolve_weights
 
-            resolve_weights(self.params.get("weights"), self.method_spec.weights_method, progress=False)
+            resolve_weights(self.method_spec.weights_spec(self.params), self.method_spec.weights_method, progress=False)
         out = ChunkedZarrOutput(self.output_path, self.outputs, self.record(), self.output_shape,
                                 self.plan.store_chunks, self.output_voxel_size, overwrite=overwrite)
         stores = {n: str(p) for n, p in out.paths.items()}

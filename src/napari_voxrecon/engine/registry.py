@@ -116,6 +116,15 @@ class Method:
     def weights_method(self) -> str:
         return self.weights_name or self.name
 
+    def weights_spec(self, params: dict[str, Any]) -> str | None:
+        """The weights a job of this method loads: ``params["weights"]``, where 'default' means
+        the method's job-dependent default (``extra["default_weights"](params)``) if it has one."""
+        spec = params.get("weights")
+        pick = self.extra.get("default_weights")
+        if spec in (None, "", "default") and pick is not None:
+            return str(pick(params))
+        return spec
+
     def z_halo(self, task: Task) -> int:
         """Input planes of context a chunk needs on each side for this method."""
         return int(self.extra.get("z_halo", task.chunking.z_halo if task.chunking else 0))

@@ -41,9 +41,8 @@ def _run(ctx, fill_kw: dict[str, Any]) -> Iterator[Any]:
     from ..weights import embedded_names
 
     p = ctx.params
-    weights = p["weights"]
-    if weights in ("default", ""):
-        weights = default_weights_name(ctx.method.name, p["axial_factor"])
+    weights = ctx.method.weights_spec(p)
+    if p["weights"] in ("default", ""):
         if weights not in embedded_names():
             kind = weights.split("-", 1)[1]
             raise VoxreconError(
@@ -89,13 +88,14 @@ def _register() -> None:
             PRECISION,
         ),
         outputs=outputs_with_uncertainty, uses_weights=True, uses_torch=True,
-        extra={"z_halo": 4},  # a chunk's edge planes see as much depth as inside a slab
+        # a chunk's edge planes see as much depth as inside a slab
+        extra={"z_halo": 4, "default_weights": lambda p: default_weights_name("dit", p["axial_factor"])},
     ))
     register(Method(
         "restore", "care",
         "CARE-like 3D U-Net regression (residual over trilinear upsampling; trained model)",
         _run_care, params=(WEIGHTS, TILE, PRECISION), uses_weights=True, uses_torch=True,
-        extra={"z_halo": 4},
+        extra={"z_halo": 4, "default_weights": lambda p: default_weights_name("care", p["axial_factor"])},
     ))
 
 
