@@ -242,3 +242,13 @@ def test_kill_9_midway_then_resume_is_bit_identical(tmp_path, rng):
     assert subprocess.run(cmd + ["-o", str(out)], capture_output=True).returncode == 0
     assert zarr_progress(out)["complete"] is True
     assert np.array_equal(read_volume(out).data, read_volume(ref).data)
+
+
+def test_a_whole_volume_fit_is_one_chunk():
+    """diffraction fits all images at once: its plan is a single chunk covering everything."""
+    t, m = get_task("diffraction"), get_method("diffraction", "explicit")
+    p = {**{q.name: q.default for q in (*t.params, *m.params)}, "depth": 8}
+    plan = plan_chunks(t, m, p, (6, 32, 40), planes=2, tile=8)
+    assert len(plan.chunks) == 1
+    only = plan.chunks[0]
+    assert only.read == ((0, 6), (0, 32), (0, 40)) and only.write == tuple((0, s) for s in plan.output_shape)
