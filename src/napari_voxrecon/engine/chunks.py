@@ -138,33 +138,6 @@ def _input(path: str) -> Any:
         return _OPEN[key]
 
 
-_MALLOC_SET = False
-
-
-def return_freed_memory() -> None:
-    """Make glibc hand freed chunk buffers back to the system (once per process).
-
-    glibc raises its mmap threshold each time a large block is freed, after which blocks of up
-    to 32 MB come from per-thread heaps that keep freed memory: with several worker threads the
-    resident size then creeps up over thousands of chunks. A fixed threshold keeps every chunk
-    buffer in its own mapping, released on free (``distributed`` does the same for its worker
-    processes with MALLOC_TRIM_THRESHOLD_). No-op where glibc is absent.
-    """
-    global _MALLOC_SET
-    if _MALLOC_SET:
-        return
-    _MALLOC_SET = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 20)
-        libc.mallopt(m_trim_threshold, 1 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
 def chunk_seed(seed: int, chunk: Chunk) -> int:
     """A chunk's seed follows from the job seed and where the chunk is, not from run order."""
     z, y, x = (r[0] for r in chunk.write)
@@ -182,7 +155,6 @@ def compute_chunk(run: ChunkedRun, chunk: Chunk) -> tuple[int, list[str]]:
     from .events import Notice
     from .job import Job, run_job
 
-    return_freed_memory()
     (z0, z1), (y0, y1), (x0, x1) = chunk.read
     block = _input(run.input_path).read(slice(z0, z1), slice(y0, y1), slice(x0, x1))
     where = f"input block z {z0}:{z1}, y {y0}:{y1}, x {x0}:{x1}"

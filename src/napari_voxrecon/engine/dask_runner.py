@@ -142,10 +142,8 @@ class ChunkedJob:
         ``client``: a ``distributed.Client`` (None: in this thread). Raises JobCancelled when
         cancelled (finished chunks stay recorded, so the same command resumes).
         """
-        from .chunks import return_freed_memory
         from .sinks import ChunkedZarrOutput
 
-        return_freed_memory()
         cancel = cancel or CancelToken()
         device = "cpu"
         if self.method_spec.uses_torch:
