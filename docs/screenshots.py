@@ -321,40 +321,29 @@ def main(out_dir: Path, only: str | None = None, weights: str | None = None) -> 
     except (ImportError, AttributeError):
         pass
 
-    if only in (None, "sparse3diff"):
-        with tempfile.TemporaryDirectory(prefix="voxrecon-shots-") as tmp:
-            spec = sparse3diff_weights(weights, Path(tmp))
-            viewer = napari.Viewer(show=True, title="napari-voxrecon")
-            viewer.window.resize(*WINDOW)
-            sparse3diff_widget(viewer, out_dir, spec)
-            viewer.close()
-    if only == "microdiffusion":
+    def fresh_viewer() -> "napari.Viewer":
         viewer = napari.Viewer(show=True, title="napari-voxrecon")
         viewer.window.resize(*WINDOW)
-        microdiffusion_views(viewer, out_dir, weights or "default")
-        viewer.close()
-    if only == "restore":
-        viewer = napari.Viewer(show=True, title="napari-voxrecon")
-        viewer.window.resize(*WINDOW)
-        restore_views(viewer, out_dir)
-        viewer.close()
-    if only == "diffraction":
-        with tempfile.TemporaryDirectory(prefix="voxrecon-shots-") as tmp:
-            viewer = napari.Viewer(show=True, title="napari-voxrecon")
-            viewer.window.resize(*WINDOW)
-            diffraction_views(viewer, out_dir, Path(tmp))
-            viewer.close()
-    if only == "large":
-        with tempfile.TemporaryDirectory(prefix="voxrecon-shots-") as tmp:
-            viewer = napari.Viewer(show=True, title="napari-voxrecon")
-            viewer.window.resize(*WINDOW)
-            large_volume(viewer, out_dir, Path(tmp))
-            viewer.close()
+        return viewer
+
+    # One picture per scene; each gets its own window and temporary folder.
+    scenes = {
+        "sparse3diff": lambda v, tmp: sparse3diff_widget(v, out_dir, sparse3diff_weights(weights, tmp)),
+        "microdiffusion": lambda v, tmp: microdiffusion_views(v, out_dir, weights or "default"),
+        "restore": lambda v, tmp: restore_views(v, out_dir),
+        "diffraction": lambda v, tmp: diffraction_views(v, out_dir, tmp),
+        "large": lambda v, tmp: large_volume(v, out_dir, tmp),
+    }
+    for name, scene in scenes.items():
+        if only == name or (only is None and name == "sparse3diff"):
+            with tempfile.TemporaryDirectory(prefix="voxrecon-shots-") as tmp:
+                viewer = fresh_viewer()
+                scene(viewer, Path(tmp))
+                viewer.close()
     if only not in (None, "overview"):
         return
 
-    viewer = napari.Viewer(show=True, title="napari-voxrecon")
-    viewer.window.resize(*WINDOW)
+    viewer = fresh_viewer()
     (truth,) = viewer.open_sample(PLUGIN, "cells3d_nuclei")
     (sparse,) = viewer.open_sample(PLUGIN, "cells3d_nuclei_sparse4")
     truth.visible = False

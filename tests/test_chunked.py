@@ -202,6 +202,37 @@ def test_two_worker_local_cluster_loads_weights_once_per_worker(tmp_path, stack)
     assert np.array_equal(read_volume(tmp_path / "dist.zarr").data, read_volume(sync).data)
 
 
+def test_thread_pool_keeps_two_chunks_per_worker_in_flight(tmp_path, stack):
+    """``threads`` hands out at most two chunks per worker at a time (bounded memory and
+    scheduler state on a huge volume) and still computes every chunk, like the synchronous run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class CountingPool(ThreadPoolExecutor):
+        def __init__(self) -> None:
+            super().__init__(2)
+            self.outstanding: set = set()
+            self.most = 0
+
+        def submit(self, fn, *args, **kwargs):
+            fut = super().submit(fn, *args, **kwargs)
+            self.outstanding = {f for f in self.outstanding if not f.done()} | {fut}
+            self.most = max(self.most, len(self.outstanding))
+            return fut
+
+    src = tmp_path / "in.tif"
+    write_tiff(src, stack, (1, 1, 1))
+    run_chunked("sparse", str(src), str(tmp_path / "sync.zarr"), {"interval": 2}, "linear", scheduler="synchronous",
+                planes=2, tile=16)
+    job = ChunkedJob("sparse", str(src), str(tmp_path / "pool.zarr"), {"interval": 2}, "linear", planes=2, tile=16)
+    assert len(job.plan.chunks) == 120  # 10 gaps x 3 x 4 tiles
+    with CountingPool() as pool:
+        done = [e for e in job.run(pool) if isinstance(e, ChunkDone)]
+    assert len(done) == 120 and 1 <= pool.most <= 4
+    assert np.array_equal(read_volume(tmp_path / "pool.zarr").data, read_volume(tmp_path / "sync.zarr").data)
+    with dask_client("threads", 2) as client:
+        assert isinstance(client, ThreadPoolExecutor)
+
+
 def test_cli_batch_and_auto_refusal(tmp_path, stack, capsys):
     a, b = tmp_path / "a.tif", tmp_path / "b.tif"
     write_tiff(a, stack, (1, 1, 1))

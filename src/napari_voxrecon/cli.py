@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import JobCancelled, VoxreconError
 
@@ -23,10 +23,23 @@ EXIT_CANCELLED = 130
 # ---------------------------------------------------------------------------- helpers
 
 
-def _progress_bar(total: int, desc: str, quiet: bool):
+def _progress_bar(total: int, desc: str, quiet: bool, unit: str = "plane"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="plane", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
+def _bar_events(bar: Any) -> Callable[[Any], None]:
+    """An engine event handler that moves ``bar`` on Progress and prints Notices above it."""
+    from .engine.events import Notice, Progress
+
+    def on_event(ev: Any) -> None:
+        if isinstance(ev, Progress):
+            bar.update(ev.done - bar.n)  # update() honours mininterval; refresh() would redraw per plane
+        elif isinstance(ev, Notice):
+            bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)
+
+    return on_event
 
 
 def _say(msg: str, quiet: bool = False) -> None:
@@ -145,7 +158,6 @@ def run_reconstruction(
 ) -> dict[str, Any]:
     """Read, reconstruct with a progress bar into file sinks, and return a small report."""
     from .engine import Job, run_job
-    from .engine.events import Notice, Progress
     from .engine.sinks import open_file_sinks
     from .io import read_volume
 
@@ -162,15 +174,8 @@ def run_reconstruction(
     bar = _progress_bar(job.output_shape[0], f"{task}/{job.method}", quiet)
     bar.update(len(done))
     start = time.perf_counter()
-
-    def on_event(ev) -> None:
-        if isinstance(ev, Progress):
-            bar.update(ev.done - bar.n)  # update() honours mininterval; refresh() would redraw per plane
-        elif isinstance(ev, Notice):
-            bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)
-
     try:
-        run_job(job, sinks, on_event=on_event, skip=done)
+        run_job(job, sinks, on_event=_bar_events(bar), skip=done)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -195,10 +200,7 @@ def run_chunked_reconstruction(
     tile: int = 1024,
 ) -> list[dict[str, Any]]:
     """Chunked reconstruction of one file or a batch (``output`` a folder) on one dask client."""
-    from tqdm import tqdm
-
     from .engine.dask_runner import ChunkedJob, dask_client
-    from .engine.events import Notice, Progress
 
     batch = len(inputs) > 1
     if batch:
@@ -219,15 +221,12 @@ def run_chunked_reconstruction(
         if client is not None and scheduler not in ("threads", "processes"):
             _say(f"dask scheduler {scheduler}: {len(client.scheduler_info().get('workers', {}))} worker(s)", quiet)
         for job in jobs:
-            bar = tqdm(total=len(job.plan.chunks), desc=f"{Path(job.input_path).name} {task}/{job.method}", unit="chunk",
-                       disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            bar = _progress_bar(len(job.plan.chunks), f"{Path(job.input_path).name} {task}/{job.method}", quiet, "chunk")
+            on_event = _bar_events(bar)
             start = time.perf_counter()
             try:
                 for ev in job.run(client, overwrite=overwrite):
-                    if isinstance(ev, Progress):
-                        bar.update(ev.done - bar.n)
-                    elif isinstance(ev, Notice):
-                        bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)
+                    on_event(ev)
             finally:
                 bar.close()
             _say(f"wrote {job.output_path}  shape {job.output_shape}  voxel (z, y, x) "

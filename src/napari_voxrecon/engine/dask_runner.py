@@ -7,10 +7,17 @@ of the usual events (plus ``ChunkDone``) that maps ``chunks.compute_chunk`` over
 chunk per worker, not by the volume. Killed and started again with the same command, it skips
 the recorded chunks; every chunk is deterministic, so the result is bit-identical.
 
-Schedulers: ``synchronous`` (in this thread, no dask), ``threads`` (an in-process cluster),
-``processes`` (a LocalCluster of worker processes) or the address of a running
-``dask.distributed`` scheduler (``tcp://host:8786``), e.g. one started by dask-jobqueue on SLURM.
-Workers load model weights once (``models.loading`` caches per process), not per chunk.
+Schedulers: ``synchronous`` (in this thread), ``threads`` (a pool of worker threads in this
+process), ``processes`` (a ``dask.distributed`` LocalCluster of worker processes) or the address
+of a running ``dask.distributed`` scheduler (``tcp://host:8786``), e.g. one started by
+dask-jobqueue on SLURM. Workers load model weights once (``models.loading`` caches per process),
+not per chunk. Only a few chunks per worker are submitted at a time (``_map``), so neither the
+driver nor the scheduler holds a task per chunk of a huge volume.
+
+Why ``threads`` is a plain thread pool and not an in-process ``distributed`` cluster: measured
+on 400 chunks (docs/benchmarks.md, Scale), the in-process cluster's process grew by about 1 MB
+per chunk (native memory, not Python objects; a fixed glibc mmap threshold and ``malloc_trim``
+did not stop it), while the thread pool stayed flat.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +35,7 @@ import numpy as np
 
 from ..errors import InputError, JobCancelled, VoxreconError
 from .cancel import CancelToken
+from .device import device_for
 from .chunks import ChunkedRun, ChunkPlan, compute_chunk, plan_chunks
 from .events import ChunkDone, Event, Notice, Progress
 from .registry import get_method, get_task
@@ -67,20 +77,24 @@ def sample_statistics(volume: Any, blocks: int = 64, size: int = 256) -> dict[st
 
 @contextmanager
 def dask_client(scheduler: str = "threads", workers: int = 1) -> Iterator[Any]:
-    """A ``distributed.Client`` for ``scheduler`` (None for ``synchronous``), closed afterwards."""
+    """What runs the chunks for ``scheduler``, closed afterwards: None for ``synchronous``, a
+    ``ThreadPoolExecutor`` for ``threads``, a ``distributed.Client`` otherwise."""
     if scheduler == "synchronous":
         yield None
+        return
+    if workers < 1:
+        raise VoxreconError(f"--workers must be at least 1, got {workers}.")
+    if scheduler == "threads":
+        with ThreadPoolExecutor(workers, thread_name_prefix="voxrecon-chunk") as pool:
+            yield pool
         return
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:  # pragma: no cover - a dependency of the package
         raise VoxreconError("the dask runner needs 'distributed': pip install distributed") from err
-    if workers < 1:
-        raise VoxreconError(f"--workers must be at least 1, got {workers}.")
-    if scheduler in ("threads", "processes"):
-        processes = scheduler == "processes"
-        cluster = LocalCluster(n_workers=workers if processes else 1, threads_per_worker=1 if processes else workers,
-                               processes=processes, dashboard_address=None, silence_logs=logging.ERROR)
+    if scheduler == "processes":
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
         client = Client(cluster)
         try:
             yield client
@@ -98,6 +112,14 @@ def dask_client(scheduler: str = "threads", workers: int = 1) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+def executor_slots(client: Any) -> int:
+    """How many chunks ``client`` computes at once (threads of a pool, or of a cluster's workers)."""
+    if isinstance(client, ThreadPoolExecutor):
+        return int(client._max_workers)
+    info = client.scheduler_info()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
 
 
 class ChunkedJob:
@@ -145,13 +167,9 @@ class ChunkedJob:
         from .sinks import ChunkedZarrOutput
 
         cancel = cancel or CancelToken()
-        device = "cpu"
-        if self.method_spec.uses_torch:
-            from .device import resolve_device
-
-            device, notice = resolve_device(self.device)
-            if notice:
-                yield Notice(notice, "warning")
+        device, notice = device_for(self.method_spec, self.device)
+        if notice:
+            yield Notice(notice, "warning")
         if self.method_spec.uses_weights:  # unknown weights fail before any output is created
             from ..weights import resolve_weights
 
@@ -184,28 +202,48 @@ class ChunkedJob:
         out.finish()
 
     def _map(self, spec: ChunkedRun, todo: list, client: Any, cancel: CancelToken) -> Iterator[tuple[int, list[str]]]:
+        """Compute ``todo``'s chunks on ``client`` (see ``dask_client``), yielding each chunk's
+        (index, notices) as it finishes, in any order. At most two chunks per slot are submitted
+        at a time: memory and scheduler state stay bounded, and a cancel waits for few chunks."""
         if client is None:
             for chunk in todo:
                 cancel.raise_if_cancelled()
                 yield compute_chunk(spec, chunk)
             return
-        from distributed import wait
+        if isinstance(client, ThreadPoolExecutor):
+            submit = lambda chunk: client.submit(compute_chunk, spec, chunk)  # noqa: E731
+            wait = lambda fs: wait_futures(fs, timeout=0.5, return_when=FIRST_COMPLETED)  # noqa: E731
+            cancel_all = lambda fs: [f.cancel() for f in fs]  # noqa: E731
+        else:
+            from distributed import wait as wait_distributed
 
-        futures = client.map(compute_chunk, [spec] * len(todo), todo, pure=False)
-        pending = set(futures)
+            submit = lambda chunk: client.submit(compute_chunk, spec, chunk, pure=False)  # noqa: E731
+
+            def wait(fs: set) -> tuple[set, set]:
+                try:
+                    return wait_distributed(fs, timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    return set(), fs
+
+            cancel_all = lambda fs: client.cancel(list(fs))  # noqa: E731
+        queue = iter(todo)
+        in_flight = 2 * executor_slots(client)
+        pending = {submit(chunk) for chunk in _take(queue, in_flight)}
         try:
             while pending:
                 if cancel.cancelled:
                     raise JobCancelled("cancelled by the user")
-                try:
-                    finished, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    continue
+                finished, pending = wait(pending)
                 for fut in finished:
+                    pending |= {submit(chunk) for chunk in _take(queue, 1)}
                     yield fut.result()  # a worker's exception is raised here, as it was raised there
         finally:
             if pending:
-                client.cancel(list(pending))
+                cancel_all(pending)
+
+
+def _take(it: Iterator[Any], n: int) -> list[Any]:
+    return [x for _, x in zip(range(n), it)]
 
 
 def run_chunked(task: str, input_path: str, output_path: str, params: dict[str, Any] | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import VoxreconError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -30,6 +32,14 @@ def resolve_device(request: str = "auto") -> tuple[str, str | None]:
             return "mps", None
         return "cpu", "Apple MPS was requested but is not available: running on the CPU instead."
     return "cpu", None
+
+
+def device_for(method: Any, request: str = "auto") -> tuple[str, str | None]:
+    """The device a job of ``method`` runs on (``"cpu"`` for methods without torch) and the
+    fallback notice to show the user, if any (see ``resolve_device``)."""
+    if not method.uses_torch:
+        return "cpu", None
+    return resolve_device(request)
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import InputError, JobCancelled, VoxreconError
 from ..io.volume import check_volume
 from .cancel import CancelToken
+from .device import device_for
 from .events import Event, Notice, Progress, SliceResult
 from .registry import Method, Task, get_method, get_task
 
@@ -101,13 +102,9 @@ class Job:
     def run(self, cancel: CancelToken | None = None, skip: frozenset[int] | set[int] = frozenset()) -> Iterator[Event]:
         """Yield events; raises JobCancelled (after the last finished slice) when cancelled."""
         cancel = cancel or CancelToken()
-        device = "cpu"
-        if self.method_spec.uses_torch:
-            from .device import resolve_device
-
-            device, notice = resolve_device(self.device)
-            if notice:
-                yield Notice(notice, "warning")
+        device, notice = device_for(self.method_spec, self.device)
+        if notice:
+            yield Notice(notice, "warning")
         ctx = JobContext(
             volume=self.volume,
             voxel_size=self.voxel_size,

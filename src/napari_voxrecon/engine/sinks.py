@@ -89,21 +89,18 @@ class ZarrSink:
         from ..io.formats import remove_output
 
         if self.backup is not None:
-            remove_output(self.path)
-            os.replace(self.backup, self.path)
+            restore_backups({"result": self.backup}, {"result": self.path})
             self.backup = None
         elif not self.done and not self.resumed:
             remove_output(self.path)
 
     def close(self) -> Any:
-        from ..io.formats import remove_output
-
         if len(self.done) != self.array.shape[0]:
             missing = self.array.shape[0] - len(self.done)
             raise VoxreconError(f"{self.path}: {missing} plane(s) were never produced; the output is incomplete.")
         self._save_state(complete=True)
         if self.backup is not None:
-            remove_output(self.backup)
+            drop_backups({"result": self.backup})
             self.backup = None
         return self.array
 
@@ -118,6 +115,65 @@ def companion_path(path: str | os.PathLike, output: str) -> Path:
     return path.with_name(name + f"_{output}")
 
 
+def check_resumable(path: str | os.PathLike, record: dict[str, Any]) -> dict[str, Any]:
+    """The progress record of an existing zarr output that this job (``record``) may resume.
+
+    Refuses a store voxrecon did not write, a complete one, and one of another job (or another
+    chunking), each with the way out; nothing is touched.
+    """
+    from ..io.zarr_store import zarr_progress
+
+    progress = zarr_progress(path)
+    if progress is None:
+        raise VoxreconError(f"{path} already exists and was not written by voxrecon; pass --overwrite to replace it.")
+    if progress.get("complete"):
+        raise VoxreconError(f"{path} is already complete; pass --overwrite to compute it again.")
+    if progress.get("job") != record:
+        raise VoxreconError(
+            f"{path} holds an unfinished run of a different job or chunking ({progress.get('job')}); "
+            "pass --overwrite to replace it, or use the same command to resume it."
+        )
+    return progress
+
+
+def set_aside(paths: dict[str, Path], overwrite: bool, keep: bool = True) -> dict[str, Path]:
+    """Check every output path (refused if it exists and not ``overwrite``); with ``keep``, move
+    existing outputs to a hidden ``.NAME.replaced`` beside them and return those backups: they
+    are deleted when the new run completes (``drop_backups``) and put back if it fails
+    (``restore_backups``), so an overwrite that fails loses nothing."""
+    from ..io.formats import check_output_path, remove_output
+
+    for p in paths.values():
+        check_output_path(p, overwrite)
+    backups: dict[str, Path] = {}
+    if not keep:
+        return backups
+    for name, p in paths.items():
+        if p.exists():
+            backup = p.with_name(f".{p.name}.replaced")
+            if backup.exists():
+                remove_output(backup)
+            os.replace(p, backup)
+            backups[name] = backup
+    return backups
+
+
+def restore_backups(backups: dict[str, Path], paths: dict[str, Path]) -> None:
+    """A replacing run failed: its partial outputs go, the earlier ones come back."""
+    from ..io.formats import remove_output
+
+    for name, backup in backups.items():
+        remove_output(paths[name])
+        os.replace(backup, paths[name])
+
+
+def drop_backups(backups: dict[str, Path]) -> None:
+    from ..io.formats import remove_output
+
+    for backup in backups.values():
+        remove_output(backup)
+
+
 def open_file_sinks(
     path: str | os.PathLike,
     job: Any,
@@ -129,7 +185,7 @@ def open_file_sinks(
     the same job is resumed; a complete one, or one of another job, is refused unless
     ``overwrite``. Nothing is deleted before the new run has been validated.
     """
-    from ..io.formats import check_output_path, format_of, remove_output
+    from ..io.formats import format_of
     from ..io.zarr_store import zarr_progress
 
     fmt = format_of(path)
@@ -139,29 +195,9 @@ def open_file_sinks(
     record = job.record()
     resume = False
     if fmt == "zarr" and not overwrite and Path(path).exists():
-        progress = zarr_progress(path)
-        if progress is None:
-            raise VoxreconError(f"{path} already exists and was not written by voxrecon; pass --overwrite to replace it.")
-        if progress.get("complete"):
-            raise VoxreconError(f"{path} is already complete; pass --overwrite to compute it again.")
-        if progress.get("job") != record:
-            raise VoxreconError(
-                f"{path} holds an unfinished run of a different job ({progress.get('job')}); "
-                "pass --overwrite to replace it, or use the same command to resume it."
-            )
+        check_resumable(path, record)
         resume = all(zarr_progress(p) is not None for p in paths.values())
-    backups: dict[str, Path] = {}
-    if not resume:
-        for p in paths.values():
-            check_output_path(p, overwrite)
-        for name, p in paths.items():
-            if fmt == "zarr" and p.exists():
-                # Replaced only when the new run completes; restored if it fails or is cancelled.
-                backup = p.with_name(f".{p.name}.replaced")
-                if backup.exists():
-                    remove_output(backup)
-                os.replace(p, backup)
-                backups[name] = backup
+    backups = {} if resume else set_aside(paths, overwrite, keep=fmt == "zarr")
     sinks: dict[str, Any] = {}
     done: frozenset[int] = frozenset()
     for name, p in paths.items():
@@ -192,8 +228,8 @@ class ChunkedZarrOutput:
                  voxel_size: tuple[float, float, float], overwrite: bool = False) -> None:
         import zarr
 
-        from ..io.formats import check_output_path, format_of, remove_output
-        from ..io.zarr_store import create_zarr, zarr_progress
+        from ..io.formats import format_of
+        from ..io.zarr_store import create_zarr
 
         if format_of(path) != "zarr":
             raise VoxreconError(f"{path}: a chunked run writes zarr; give an output path ending in .zarr.")
@@ -204,16 +240,7 @@ class ChunkedZarrOutput:
         self.resumed = False
         self._last_save = 0.0
         if self.path.exists() and not overwrite:
-            progress = zarr_progress(self.path)
-            if progress is None:
-                raise VoxreconError(f"{path} already exists and was not written by voxrecon; pass --overwrite to replace it.")
-            if progress.get("complete"):
-                raise VoxreconError(f"{path} is already complete; pass --overwrite to compute it again.")
-            if progress.get("job") != record:
-                raise VoxreconError(
-                    f"{path} holds an unfinished run of a different job or chunking ({progress.get('job')}); "
-                    "pass --overwrite to replace it, or use the same command to resume it."
-                )
+            progress = check_resumable(self.path, record)
             missing = [str(p) for p in self.paths.values() if not p.exists()]
             if missing:
                 raise VoxreconError(f"{path}: its companion output(s) {', '.join(missing)} are gone; pass --overwrite to start again.")
@@ -221,15 +248,7 @@ class ChunkedZarrOutput:
             self.resumed = True
             self.group = zarr.open_group(str(self.path), mode="r+")
             return
-        for p in self.paths.values():
-            check_output_path(p, overwrite)
-        for name, p in self.paths.items():
-            if p.exists():  # replaced only when the new run completes; restored if it fails
-                backup = p.with_name(f".{p.name}.replaced")
-                if backup.exists():
-                    remove_output(backup)
-                os.replace(p, backup)
-                self.backups[name] = backup
+        self.backups = set_aside(self.paths, overwrite)
         for name, p in self.paths.items():
             group, _ = create_zarr(p, shape, voxel_size, np.float32, record, overwrite=True, chunks=store_chunks)
             if name == "result":
@@ -255,11 +274,8 @@ class ChunkedZarrOutput:
             self.save()
 
     def finish(self) -> None:
-        from ..io.formats import remove_output
-
         self.save(complete=True)
-        for backup in self.backups.values():
-            remove_output(backup)
+        drop_backups(self.backups)
         self.backups = {}
 
     def abort(self) -> None:
@@ -268,9 +284,7 @@ class ChunkedZarrOutput:
         from ..io.formats import remove_output
 
         if self.backups:
-            for name, backup in self.backups.items():
-                remove_output(self.paths[name])
-                os.replace(backup, self.paths[name])
+            restore_backups(self.backups, self.paths)
             self.backups = {}
         elif not self.done and not self.resumed:
             for p in self.paths.values():

@@ -30,16 +30,21 @@ def format_of(path: str | os.PathLike) -> str | None:
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read a 3D volume (ZYX) and its voxel size from a TIFF or zarr path."""
     path = Path(path)
+    return read_tiff(path) if input_format(path) == "tiff" else read_zarr(path)
+
+
+def input_format(path: str | os.PathLike) -> str:
+    """The format ("tiff" or "zarr") of an input path that exists and is not empty, or a
+    message saying what is wrong with it."""
+    path = Path(path)
     fmt = format_of(path)
     if fmt is None:
         raise InputError(f"{path}: unsupported file type; use .tif, .tiff or .zarr.")
     if not path.exists():
         raise InputError(f"{path}: no such file or folder.")
-    if fmt == "tiff":
-        if path.is_file() and path.stat().st_size == 0:
-            raise InputError(f"{path}: the file is empty (0 bytes).")
-        return read_tiff(path)
-    return read_zarr(path)
+    if fmt == "tiff" and path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes).")
+    return fmt
 
 
 def output_exists(path: str | os.PathLike) -> bool:

@@ -127,15 +127,10 @@ def _open_zarr(path: Path) -> LazyVolume:
 
 def open_lazy(path: str | os.PathLike) -> LazyVolume:
     """Open a TIFF or zarr volume for block reads, checking its shape but loading no voxels."""
-    from .formats import format_of
+    from .formats import input_format
 
     path = Path(path)
-    fmt = format_of(path)
-    if fmt is None:
-        raise InputError(f"{path}: unsupported file type; use .tif, .tiff or .zarr.")
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder.")
-    return _open_tiff(path) if fmt == "tiff" else _open_zarr(path)
+    return _open_tiff(path) if input_format(path) == "tiff" else _open_zarr(path)
 
 
 @dataclass

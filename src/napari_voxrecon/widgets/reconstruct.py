@@ -815,40 +815,43 @@ class ReconstructWidget(QWidget):
         voxel = tuple(float(s) for s in layer.scale[-3:]) if ndim >= 3 else (1.0, 1.0, 1.0)
         if region is None and ndim >= 3 and self._too_big(layer):
             return None
-        self.input_layer = layer
         self._region = region
-        self._mode = "run"
         self.outputs, self.written = {}, {}
-        self._job, self._error, self._outcome = None, None, "done"
+        self._job = None
         self._pending_losses = []
         self.loss_curve.clear()
+        what = "a preview of" if region is not None else ""
+        return self._start_worker(
+            "run", layer, f"{self.task_name}/{self.method_name}: preparing {what} {layer.name!r}...",
+            job_events, layer_volume(layer), self.task_name, self.method_name, params, voxel,
+            int(self.seed_spin.value()), self.device_combo.currentText(), self._token_for_start(), region,
+            # Handling "errored" here also stops napari from re-raising the error in the GUI.
+            connect={"yielded": self._on_event, "errored": self._on_errored, "aborted": self._on_aborted,
+                     "finished": self._on_finished},
+        )
+
+    def _token_for_start(self) -> CancelToken:
+        """A fresh cancel token for the worker about to start (``cancel`` and the engine share it)."""
         self._token = CancelToken()
         self._cancel_holder["token"] = self._token
+        return self._token
+
+    def _start_worker(self, mode: str, layer: Image, status: str, func: Any, *args: Any,
+                      connect: dict[str, Any], **kwargs: Any) -> Any:
+        """Start ``func(*args, **kwargs)`` in a napari thread worker for ``layer`` in ``mode``
+        ("run", "zarr" or "finetune"): the one place a worker is made, so every mode gets the
+        same state reset, cancel token, button states and status line."""
+        self.input_layer = layer
+        self._mode = mode
+        self._error, self._outcome = None, "done"
         self._t0 = time.perf_counter()
-        worker = create_worker(
-            job_events,
-            layer_volume(layer),
-            self.task_name,
-            self.method_name,
-            params,
-            voxel,
-            int(self.seed_spin.value()),
-            self.device_combo.currentText(),
-            self._token,
-            region,
-            _start_thread=False,
-            # Handling "errored" here also stops napari from re-raising the error in the GUI.
-            _connect={
-                "yielded": self._on_event,
-                "errored": self._on_errored,
-                "aborted": self._on_aborted,
-                "finished": self._on_finished,
-            },
-        )
+        worker = create_worker(func, *args, _start_thread=False, _connect=connect, **kwargs)
         self.worker = worker
         self._set_running(True)
-        what = "a preview of" if region is not None else ""
-        self.status.setText(f"{self.task_name}/{self.method_name}: preparing {what} {layer.name!r}...")
+        if mode == "finetune":
+            self.progress.setRange(0, 0)  # busy until the first update says how many there are
+            self.progress.setFormat("%v / %m updates")
+        self.status.setText(status)
         worker.start()
         return worker
 
@@ -912,27 +915,17 @@ class ReconstructWidget(QWidget):
                 return None
             if format_of(path) != "zarr":
                 path += ".zarr"
-        self.input_layer = layer
-        self._mode = "zarr"
         self._region = None
         self.outputs, self.written = {}, {}
-        self._job, self._error, self._outcome = None, None, "done"
+        self._job = None
         self.loss_curve.clear()
-        self._token = CancelToken()
-        self._cancel_holder["token"] = self._token
-        self._t0 = time.perf_counter()
-        worker = create_worker(
+        return self._start_worker(
+            "zarr", layer, f"{self.task_name}/{self.method_name}: preparing a chunked run of {layer.name!r} into {path}...",
             chunked_events, self.task_name, source, str(path), params, self.method_name,
-            int(self.seed_spin.value()), self.device_combo.currentText(), self._token, overwrite,
-            _start_thread=False,
-            _connect={"yielded": self._on_event, "errored": self._on_errored, "aborted": self._on_aborted,
-                      "finished": self._on_zarr_finished},
+            int(self.seed_spin.value()), self.device_combo.currentText(), self._token_for_start(), overwrite,
+            connect={"yielded": self._on_event, "errored": self._on_errored, "aborted": self._on_aborted,
+                     "finished": self._on_zarr_finished},
         )
-        self.worker = worker
-        self._set_running(True)
-        self.status.setText(f"{self.task_name}/{self.method_name}: preparing a chunked run of {layer.name!r} into {path}...")
-        worker.start()
-        return worker
 
     def cancel(self, *_: Any) -> None:
         """Stop the run after the plane being computed (the partial layer stays), or the
@@ -1311,42 +1304,21 @@ class ReconstructWidget(QWidget):
             show_error(f"Fine-tune: {err}")
             return None
 
-        self.input_layer = layer
-        self._mode = "finetune"
         self._finetune_folder, self._finetune_overwrite = None, bool(overwrite)
         self._finetune_updates = (0, 0)
-        self._error, self._outcome = None, "done"
-        self._token = CancelToken()
-        self._cancel_holder["token"] = self._token
-        self._t0 = time.perf_counter()
-        worker = create_worker(
-            finetune_job,
-            layer_volume(layer),
-            int(params["interval"]),
-            str(target),
-            str(params.get(WEIGHTS_PARAM) or "default"),
-            self.device_combo.currentText(),
-            self._token,
+        return self._start_worker(
+            "finetune", layer, f"fine-tuning on {layer.name!r}: loading the weights and inferring the first planes...",
+            finetune_job, layer_volume(layer), int(params["interval"]), str(target),
+            str(params.get(WEIGHTS_PARAM) or "default"), self.device_combo.currentText(), self._token_for_start(),
             overwrite=bool(overwrite),
             source_name=layer.name,
             # Not the form's steps: self-alignment infers its pseudo-data with its own, sharper
             # sampler setting (models/self_alignment.py says why).
             tile=int(params.get("tile", 256)),
             seed=int(self.seed_spin.value()),
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_finetune_event,
-                "errored": self._on_finetune_errored,
-                "finished": self._on_finetune_finished,
-            },
+            connect={"yielded": self._on_finetune_event, "errored": self._on_finetune_errored,
+                     "finished": self._on_finetune_finished},
         )
-        self.worker = worker
-        self._set_running(True)
-        self.progress.setRange(0, 0)  # busy until the first update says how many there are
-        self.progress.setFormat("%v / %m updates")
-        self.status.setText(f"fine-tuning on {layer.name!r}: loading the weights and inferring the first planes...")
-        worker.start()
-        return worker
 
     def _input_shape(self, layer: Image) -> tuple[int, int, int]:
         """The (Z, Y, X) shape of a layer's stack (singleton axes dropped), or a VoxreconError."""
