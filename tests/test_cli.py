@@ -122,12 +122,14 @@ def test_zarr_output_resumes_after_interruption(tmp_path, gt_path):
 
     state = zarr_progress(out)
     assert state["complete"] is False and state["done"] == [0, 1, 2, 3, 4]
-    # Same command again: resumes and completes; the result equals an uninterrupted run.
+    left = tmp_path / ".rec.zarr.replaced"  # as a killed --overwrite run would leave it
+    left.mkdir()
+    # Same command again: resumes and completes (dropping that copy); the result equals an uninterrupted run.
     assert main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2", "--method", "cubic", "-q"]) == 0
     full = tmp_path / "full.tif"
     assert main(["reconstruct", "sparse", str(gt_path), "-o", str(full), "--interval", "2", "--method", "cubic", "-q"]) == 0
     np.testing.assert_array_equal(read_volume(out).data, read_volume(full).data)
-    assert zarr_progress(out)["complete"] is True
+    assert zarr_progress(out)["complete"] is True and not left.exists()
     # A complete output is refused without --overwrite.
     assert main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2", "--method", "cubic", "-q"]) == 2
     # An unfinished output of a different job is refused too.

@@ -63,6 +63,7 @@ class ZarrSink:
 
         self.path = Path(path)
         self.backup: Path | None = None  # a replaced store, kept until this one completes
+        self.stale: Path | None = None  # one left by a killed replacing run that this one resumes
         self.resumed = resume
         if resume:
             self.group = zarr.open_group(str(self.path), mode="r+")
@@ -99,9 +100,10 @@ class ZarrSink:
             missing = self.array.shape[0] - len(self.done)
             raise VoxreconError(f"{self.path}: {missing} plane(s) were never produced; the output is incomplete.")
         self._save_state(complete=True)
-        if self.backup is not None:
-            drop_backups({"result": self.backup})
-            self.backup = None
+        for old in (self.backup, self.stale):
+            if old is not None:
+                drop_backups({"result": old})
+        self.backup = self.stale = None
         return self.array
 
 
@@ -150,12 +152,22 @@ def set_aside(paths: dict[str, Path], overwrite: bool, keep: bool = True) -> dic
         return backups
     for name, p in paths.items():
         if p.exists():
-            backup = p.with_name(f".{p.name}.replaced")
+            backup = backup_path(p)
             if backup.exists():
                 remove_output(backup)
             os.replace(p, backup)
             backups[name] = backup
     return backups
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.replaced")
+
+
+def leftover_backups(paths: dict[str, Path]) -> dict[str, Path]:
+    """Backups an earlier replacing run left when it was killed (it could not restore or drop
+    them): a run that resumes its output drops them once that output is complete."""
+    return {name: backup_path(p) for name, p in paths.items() if backup_path(p).exists()}
 
 
 def restore_backups(backups: dict[str, Path], paths: dict[str, Path]) -> None:
@@ -204,6 +216,8 @@ def open_file_sinks(
         if fmt == "zarr":
             sinks[name] = ZarrSink(p, job.output_shape, job.output_voxel_size, record, resume=resume)
             sinks[name].backup = backups.get(name)
+            if resume:
+                sinks[name].stale = leftover_backups({name: p}).get(name)
         else:
             sinks[name] = TiffSink(p, job.output_shape, job.output_voxel_size)
     if resume:
@@ -236,6 +250,7 @@ class ChunkedZarrOutput:
         self.path = Path(path)
         self.paths = {n: (self.path if n == "result" else companion_path(self.path, n)) for n in outputs}
         self.backups: dict[str, Path] = {}
+        self.stale: dict[str, Path] = {}  # left by a killed replacing run; dropped when this one completes
         self.done: set[int] = set()
         self.resumed = False
         self._last_save = 0.0
@@ -246,6 +261,7 @@ class ChunkedZarrOutput:
                 raise VoxreconError(f"{path}: its companion output(s) {', '.join(missing)} are gone; pass --overwrite to start again.")
             self.done = set(int(i) for i in progress.get("chunks_done", []))
             self.resumed = True
+            self.stale = leftover_backups(self.paths)
             self.group = zarr.open_group(str(self.path), mode="r+")
             return
         self.backups = set_aside(self.paths, overwrite)
@@ -276,7 +292,8 @@ class ChunkedZarrOutput:
     def finish(self) -> None:
         self.save(complete=True)
         drop_backups(self.backups)
-        self.backups = {}
+        drop_backups(self.stale)
+        self.backups, self.stale = {}, {}
 
     def abort(self) -> None:
         """Failed or cancelled: finished chunks stay recorded (resumable), unless this run was
