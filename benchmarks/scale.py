@@ -247,9 +247,24 @@ SEAM_CASES = [  # (task, params, method, how the input is made from the ground t
     ("sparse", {"interval": 4}, "unet", "sparse"),
     ("sparse", {"interval": 4}, "sparse3diff", "sparse"),
     ("projection", {"interval": 4}, "unet", "projection"),
+    ("projection", {"interval": 4}, "microdiffusion", "projection"),
     ("restore", {"axial_factor": 4}, "care", "restore"),
     ("restore", {"axial_factor": 4}, "dit", "restore"),
 ]
+
+
+def seam_steps(vol: np.ndarray, tile: int, planes: list[int] | None = None) -> tuple[float, float]:
+    """Mean absolute step between neighbouring pixels across the chunk borders (x and y at
+    multiples of ``tile``) and everywhere else: a seam is a border step larger than the rest."""
+    v = vol if planes is None else vol[planes]
+    border, inner = [], []
+    for axis in (1, 2):
+        steps = np.abs(np.diff(v, axis=axis))  # step k lies between pixels k and k + 1
+        at = np.zeros(steps.shape[axis], bool)
+        at[np.arange(tile - 1, steps.shape[axis], tile)] = True
+        border.append(np.compress(at, steps, axis=axis).mean())
+        inner.append(np.compress(~at, steps, axis=axis).mean())
+    return float(np.mean(border)), float(np.mean(inner))
 
 
 def cmd_seams(a) -> None:
@@ -295,9 +310,13 @@ def cmd_seams(a) -> None:
         s_mem = evaluate(mem[:zs, :, x0:], ref_gt[:, :, x0:], planes, metrics=("psnr", "ssim"))
         s_chunk = evaluate(chunked[:zs, :, x0:], ref_gt[:, :, x0:], planes, metrics=("psnr", "ssim"))
         agree = evaluate(chunked[:zs], mem[:zs], metrics=("psnr",))["psnr"]
+        # border steps over inner steps, chunked and in memory: 1.0 means no seam at the borders
+        steps = {name: seam_steps(v[:zs], a.tile, planes) for name, v in (("chunked", chunked), ("in_memory", mem))}
+        seam = {name: b / i for name, (b, i) in steps.items()}
         _log(a.log, {"bench": "seams", "task": task, "method": method, "params": params, "tile": a.tile,
                      "planes": a.planes, "in_memory": s_mem, "chunked": s_chunk,
                      "chunked_vs_in_memory_psnr": agree, "max_abs_diff": float(np.abs(chunked - mem).max()),
+                     "border_over_inner_step": seam,
                      "in_memory_s": t_mem, "chunked_s": t_chunk})
 
 

@@ -205,6 +205,11 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
     assert multi.refine() and [g.shape[-3:] for g in multi.grids] == [(4, 16, 16), (2, 4, 4)]
     assert multi.refine() and multi.downsample == (1, 1, 1) and not multi.refine()
     assert multi().shape == (8, 16, 16)
+    # ``init`` scales the random features of both feature representations
+    for kind in ("triplane", "nvp"):
+        small, large = make_field(kind, (6, 16, 16), init=0.01), make_field(kind, (6, 16, 16), init=1.0)
+        spread = lambda f: float(torch.cat([q.flatten() for n, q in f.named_parameters() if "mlp" not in n]).std())  # noqa: E731
+        assert 50 < spread(large) / spread(small) < 200
 
 
 def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_sources():

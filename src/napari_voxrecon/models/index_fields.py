@@ -55,14 +55,14 @@ def _grid_coords(shape: tuple[int, int, int], device: torch.device) -> torch.Ten
 
 class TriplaneField(nn.Module):
     def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 2, hidden: int = 32,
-                 scale: float = 0.01) -> None:
+                 scale: float = 0.01, init: float = 0.1) -> None:
         super().__init__()
         d, h, w = shape
         self.shape, self.scale = tuple(shape), scale
         r = lambda n: max(2, n // downsample)  # noqa: E731
-        self.xy = nn.Parameter(0.1 * torch.randn(1, features, r(h), r(w)))
-        self.xz = nn.Parameter(0.1 * torch.randn(1, features, r(d), r(w)))
-        self.yz = nn.Parameter(0.1 * torch.randn(1, features, r(d), r(h)))
+        self.xy = nn.Parameter(init * torch.randn(1, features, r(h), r(w)))
+        self.xz = nn.Parameter(init * torch.randn(1, features, r(d), r(w)))
+        self.yz = nn.Parameter(init * torch.randn(1, features, r(d), r(h)))
         self.mlp = _mlp(features, hidden)
 
     def forward(self) -> torch.Tensor:
@@ -79,16 +79,17 @@ class NVPField(nn.Module):
     """``downsample``: voxels per feature-grid node, one number or (z, y, x) (a coarser z suits
     views that all look along z). ``levels`` > 1 adds grids each twice as coarse as the last,
     their features concatenated before the MLP: coarse levels carry the smooth bulk of the
-    index, the finest one the detail."""
+    index, the finest one the detail. ``init``: standard deviation of the random features.
+    """
 
     def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int | tuple[int, int, int] = 4,
-                 hidden: int = 32, scale: float = 0.01, levels: int = 1) -> None:
+                 hidden: int = 32, scale: float = 0.01, levels: int = 1, init: float = 0.1) -> None:
         super().__init__()
         self.shape, self.scale = tuple(shape), scale
         ds = (downsample,) * 3 if isinstance(downsample, int) else tuple(int(v) for v in downsample)
         self.downsample = ds
         self.grids = nn.ParameterList(
-            [nn.Parameter(0.1 * torch.randn(1, features, *self._grid_shape(tuple(d * 2 ** lv for d in ds))))
+            [nn.Parameter(init * torch.randn(1, features, *self._grid_shape(tuple(d * 2 ** lv for d in ds))))
              for lv in range(levels)])
         self.mlp = _mlp(features * levels, hidden)
 
