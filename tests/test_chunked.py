@@ -138,9 +138,8 @@ def test_cancel_then_resume_gives_the_uninterrupted_result(tmp_path, stack):
         list(ChunkedJob("restore", str(src), str(out), {"axial_factor": 2}, "tricubic", planes=4, tile=20).run(None))
 
 
-def test_resume_drops_the_copy_a_killed_overwrite_left(tmp_path, stack):
-    """An --overwrite run killed (-9) leaves the replaced store as a hidden .NAME.replaced; the
-    run that resumes and completes the new store removes it (a cancel keeps it)."""
+def _cancelled_after_one_chunk(tmp_path: Path, stack: np.ndarray) -> tuple[Path, Path]:
+    """A sparse interval-2 run of ``stack`` into out.zarr, cancelled after its first chunk."""
     src = tmp_path / "in.tif"
     write_tiff(src, stack, (1, 1, 1))
     out = tmp_path / "out.zarr"
@@ -149,6 +148,13 @@ def test_resume_drops_the_copy_a_killed_overwrite_left(tmp_path, stack):
         for ev in ChunkedJob("sparse", str(src), str(out), {"interval": 2}, planes=2, tile=20).run(None, cancel):
             if isinstance(ev, ChunkDone):
                 cancel.cancel()
+    return src, out
+
+
+def test_resume_drops_the_copy_a_killed_overwrite_left(tmp_path, stack):
+    """An --overwrite run killed (-9) leaves the replaced store as a hidden .NAME.replaced; the
+    run that resumes and completes the new store removes it."""
+    src, out = _cancelled_after_one_chunk(tmp_path, stack)
     left = tmp_path / ".out.zarr.replaced"
     left.mkdir()  # what the killed run could neither restore nor drop
     (left / "zarr.json").write_text("{}")
@@ -157,14 +163,7 @@ def test_resume_drops_the_copy_a_killed_overwrite_left(tmp_path, stack):
 
 
 def test_resume_refuses_a_different_job(tmp_path, stack):
-    src = tmp_path / "in.tif"
-    write_tiff(src, stack, (1, 1, 1))
-    out = tmp_path / "out.zarr"
-    cancel = CancelToken()
-    with pytest.raises(JobCancelled):
-        for ev in ChunkedJob("sparse", str(src), str(out), {"interval": 2}, planes=2, tile=20).run(None, cancel):
-            if isinstance(ev, ChunkDone):
-                cancel.cancel()
+    src, out = _cancelled_after_one_chunk(tmp_path, stack)
     with pytest.raises(VoxreconError, match="different job or chunking"):
         list(ChunkedJob("sparse", str(src), str(out), {"interval": 2}, planes=2, tile=30).run(None))
     other = tmp_path / "other.tif"

@@ -74,8 +74,6 @@ def _open_tiff(path: Path) -> LazyVolume:
     from .tiff import series_axes, tiff_voxel_size
 
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty (0 bytes).")
     try:
         tf = tifffile.TiffFile(path)
     except Exception as err:
