@@ -6,6 +6,7 @@
     python benchmarks/scale.py overhead
     python benchmarks/scale.py resume --input runs/scale/in_100x2048.zarr --kill-at 0.4
     python benchmarks/scale.py seams --ground-truth ../shared/data/cells3d_nuclei.tif
+    python benchmarks/scale.py edge
 
 Every run is the command line (``voxrecon reconstruct sparse ... --interval 2``, linear: a cheap
 method, so the numbers are the runner's and the disk's) in a child process; a sampler thread
@@ -320,6 +321,27 @@ def cmd_seams(a) -> None:
                      "in_memory_s": t_mem, "chunked_s": t_chunk})
 
 
+def cmd_edge(a) -> None:
+    """Peak allocation of writing one full (32, 1024, 1024) float32 zarr chunk against an edge
+    chunk holding 31 of its 32 planes (zarr pads an edge chunk to the full chunk first)."""
+    import tempfile
+    import tracemalloc
+
+    from napari_voxrecon.io.zarr_store import create_zarr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, arr = create_zarr(Path(tmp) / "edge.zarr", (63, 1024, 1024), (1.0, 1.0, 1.0), np.float32, None,
+                             overwrite=True, chunks=(32, 1024, 1024))
+        full = np.random.default_rng(0).random((32, 1024, 1024), dtype=np.float32)
+        peaks = {}
+        for name, where, data in (("full", slice(0, 32), full), ("edge", slice(32, 63), full[:31].copy())):
+            tracemalloc.start()
+            arr[where] = data
+            peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    _log(a.log, {"bench": "edge", "peak_mb_full_chunk": peaks["full"], "peak_mb_edge_chunk": peaks["edge"]})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", type=Path, default=LOG)
@@ -342,6 +364,7 @@ def main() -> None:
     p.add_argument("--planes", type=int, default=16)
     p.add_argument("--methods", nargs="*")
     p.add_argument("--tmp", default="runs/scale/seams")
+    sub.add_parser("edge")
     p = sub.add_parser("overhead")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 512, 512))
     p.add_argument("--tmp", default="runs/scale/overhead")
@@ -353,7 +376,7 @@ def main() -> None:
         _log(a.log, {"bench": "make", **_input_info(a.output), "seconds": time.perf_counter() - t})
         return
     {"memory": cmd_memory, "workers": cmd_workers, "overhead": cmd_overhead, "resume": cmd_resume,
-     "seams": cmd_seams}[a.cmd](a)
+     "seams": cmd_seams, "edge": cmd_edge}[a.cmd](a)
 
 
 if __name__ == "__main__":
