@@ -42,7 +42,7 @@ from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # 
 from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
 from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction  # noqa: E402
-from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom  # noqa: E402
+from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
 
 KINDS = ("explicit", "triplane", "nvp")
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
     p.add_argument("--shapes", type=int, nargs="+", default=[32, 64, 64, 64, 128, 128], help="timing: grids, three numbers each")
     p.add_argument("--methods", nargs="+", default=list(KINDS), choices=list(DEFAULTS))
-    p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=["cell", "tubes"],
+    p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=list(RI_PHANTOM_KINDS),
                    help="phantom kinds; every seed is drawn of each (rows per kind)")
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")

@@ -161,6 +161,20 @@ def test_ri_phantoms_have_cell_contrasts_and_are_reproducible():
         make_ri_phantom((8, 8, 8), "blob")
 
 
+def test_tissue_phantom_holds_many_cells_at_different_depths():
+    from scipy import ndimage
+
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    tissue = make_ri_phantom((32, 64, 64), "tissue", seed=4)
+    np.testing.assert_array_equal(tissue, make_ri_phantom((32, 64, 64), "tissue", seed=4))
+    assert tissue.min() >= 1.33 - 1e-6 and 1.35 < tissue.max() < 1.45
+    labels, count = ndimage.label(tissue > 1.345)  # cell bodies (cytoplasm is at least +0.015)
+    assert count >= 3
+    depths = ndimage.center_of_mass(tissue > 1.345, labels, range(1, count + 1))
+    assert np.ptp([d[0] for d in depths]) > 8  # not all in one layer: no sum of planes describes it
+
+
 def test_simulated_diffraction_images_see_the_sample_and_write_the_contract_files(tmp_path):
     from napari_voxrecon.cli import main
     from napari_voxrecon.io import read_volume, write_volume

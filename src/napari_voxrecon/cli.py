@@ -505,9 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-level", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     _add_common_output(p)
-    p = sim_sub.add_parser("ri-phantom", help="a refractive-index phantom for the diffraction task (cells or vessel-like tubes)")
+    from .simulate.ri_phantoms import RI_PHANTOM_KINDS
+
+    p = sim_sub.add_parser("ri-phantom", help="a refractive-index phantom for the diffraction task (cells, vessel-like tubes or tissue)")
     p.add_argument("--shape", type=int, nargs=3, default=(32, 64, 64), metavar=("Z", "Y", "X"))
-    p.add_argument("--structure", default="cell", choices=["cell", "tubes"])
+    p.add_argument("--structure", default="cell", choices=list(RI_PHANTOM_KINDS))
     p.add_argument("--voxel-size", type=float, nargs=3, default=(0.4, 0.2, 0.2), metavar=("Z", "Y", "X"), help="µm")
     p.add_argument("--n-background", type=float, default=1.33, help="index of the medium (default 1.33, water)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,10 +1,12 @@
 """Refractive-index phantoms for the ``diffraction`` task.
 
-Two kinds, in absolute refractive index around a background medium (default water, 1.33):
+Three kinds, in absolute refractive index around a background medium (default water, 1.33):
 - ``cell``: cells as smooth ellipsoids (cytoplasm +0.015-0.025 over the medium) holding a
   nucleus (+0.008-0.015 more), one to three nucleoli (+0.01-0.02 more) and organelles
   (mitochondria-like and lipid-droplet-like blobs, +0.01-0.05), the contrasts of live cells;
-- ``tubes``: vessel-like tubes (the fluorescence phantoms' tube renderer, +0.01-0.03).
+- ``tubes``: vessel-like tubes (the fluorescence phantoms' tube renderer, +0.01-0.03);
+- ``tissue``: six to twelve smaller cells of the same make-up at random depths and
+  orientations through the volume, crossed by vessel-like tubes.
 Edges are smooth (a sigmoid over about one voxel), so the index is band-limited on its grid.
 """
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from .phantoms import _random_rotation, clean_phantom
 
-RI_PHANTOM_KINDS = ("cell", "tubes")
+RI_PHANTOM_KINDS = ("cell", "tubes", "tissue")
 DEFAULT_N_BACKGROUND = 1.33
 
 
@@ -34,6 +36,28 @@ def _ellipsoid(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarr
     return _soft((1 - r) * edge_um / float(vox.min()))
 
 
+def _cell(grid: tuple[np.ndarray, ...], vox: np.ndarray, rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray,
+          rot: np.ndarray, organelles: tuple[int, int] = (6, 16)) -> np.ndarray:
+    """Δn of one cell: cytoplasm, nucleus, nucleoli and organelles inside an ellipsoid body."""
+    body = _ellipsoid(grid, centre, radii, rot, vox)
+    cell = rng.uniform(0.015, 0.025) * body
+    n_radii = radii * rng.uniform(0.45, 0.6, 3)
+    n_centre = centre + rng.uniform(-0.15, 0.15, 3) * radii
+    nucleus = _ellipsoid(grid, n_centre, n_radii, rot, vox)
+    cell += rng.uniform(0.008, 0.015) * nucleus
+    for _ in range(int(rng.integers(1, 4))):  # nucleoli
+        c = n_centre + rng.uniform(-0.5, 0.5, 3) * n_radii
+        cell += rng.uniform(0.01, 0.02) * _ellipsoid(grid, c, np.full(3, rng.uniform(0.12, 0.25) * n_radii.min() + vox.max()), np.eye(3), vox)
+    for _ in range(int(rng.integers(*organelles))):  # organelles in the cytoplasm
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        c = centre + direction * radii * rng.uniform(0.65, 0.9)
+        size = rng.uniform(0.3, 0.8) + vox.max()
+        r = np.array([size, size * rng.uniform(0.4, 1.0), size * rng.uniform(0.4, 1.0)])
+        cell += rng.uniform(0.01, 0.05) * _ellipsoid(grid, c, r, _random_rotation(rng), vox) * body
+    return cell.astype(np.float32)
+
+
 def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
     extent = np.array(shape) * vox
@@ -42,24 +66,24 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
         radii = np.array([rng.uniform(0.3, 0.42) * extent[0], *rng.uniform(0.22, 0.36, 2) * extent[1:].min()])
         centre = extent * rng.uniform(0.35, 0.65, 3)
         rot = _random_rotation(rng) if rng.random() < 0.5 else np.eye(3)
-        body = _ellipsoid(grid, centre, radii, rot, vox)
-        cell = rng.uniform(0.015, 0.025) * body
-        n_radii = radii * rng.uniform(0.45, 0.6, 3)
-        n_centre = centre + rng.uniform(-0.15, 0.15, 3) * radii
-        nucleus = _ellipsoid(grid, n_centre, n_radii, rot, vox)
-        cell += rng.uniform(0.008, 0.015) * nucleus
-        for _ in range(int(rng.integers(1, 4))):  # nucleoli
-            c = n_centre + rng.uniform(-0.5, 0.5, 3) * n_radii
-            cell += rng.uniform(0.01, 0.02) * _ellipsoid(grid, c, np.full(3, rng.uniform(0.12, 0.25) * n_radii.min() + vox.max()), np.eye(3), vox)
-        for _ in range(int(rng.integers(6, 16))):  # organelles in the cytoplasm
-            direction = rng.normal(size=3)
-            direction /= np.linalg.norm(direction)
-            c = centre + direction * radii * rng.uniform(0.65, 0.9)
-            size = rng.uniform(0.3, 0.8) + vox.max()
-            r = np.array([size, size * rng.uniform(0.4, 1.0), size * rng.uniform(0.4, 1.0)])
-            cell += rng.uniform(0.01, 0.05) * _ellipsoid(grid, c, r, _random_rotation(rng), vox) * body
-        dn = np.maximum(dn, cell.astype(np.float32))
+        dn = np.maximum(dn, _cell(grid, vox, rng, centre, radii, rot))
     return dn
+
+
+def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Tissue: many smaller cells at every depth and orientation, crossed by
+    one or two vessel-like tubes (the paper's synthetic tissue: continuous and sparse structures).
+    Unlike one or two large cells, no sum of axis-aligned planes describes it."""
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
+    extent = np.array(shape) * vox
+    dn = np.zeros(shape, dtype=np.float32)
+    for _ in range(int(rng.integers(6, 13))):
+        size = rng.uniform(0.12, 0.2) * extent[1:].min()
+        radii = size * rng.uniform(0.7, 1.3, 3)
+        centre = extent * rng.uniform(0.1, 0.9, 3)
+        dn = np.maximum(dn, _cell(grid, vox, rng, centre, radii, _random_rotation(rng), organelles=(2, 6)))
+    vessels = clean_phantom(shape, kind="tubes", rng=rng, voxel_size=tuple(vox))
+    return np.maximum(dn, (rng.uniform(0.01, 0.02) * np.clip(vessels, 0, 1)).astype(np.float32))
 
 
 def _tubes(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -69,15 +93,15 @@ def _tubes(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
 
 def make_ri_phantom(shape: Sequence[int], kind: str = "cell", seed: int | None = 0,
                     voxel_size: Sequence[float] = (0.4, 0.2, 0.2), n_background: float = DEFAULT_N_BACKGROUND) -> np.ndarray:
-    """An absolute refractive-index volume (float32) of ``kind`` ('cell' or 'tubes')."""
+    """An absolute refractive-index volume (float32) of ``kind`` ('cell', 'tubes' or 'tissue')."""
     from ..errors import InputError
 
     if kind not in RI_PHANTOM_KINDS:
-        raise InputError(f"unknown refractive-index phantom {kind!r}: choose {' or '.join(RI_PHANTOM_KINDS)}.")
+        raise InputError(f"unknown refractive-index phantom {kind!r}: choose {', '.join(RI_PHANTOM_KINDS)}.")
     shp = tuple(int(s) for s in shape)
     if len(shp) != 3 or min(shp) < 4:
         raise InputError(f"a phantom needs three sizes of at least 4 voxels (z, y, x), not {shape}.")
     vox = np.asarray(voxel_size, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    dn = _cells(shp, vox, rng) if kind == "cell" else _tubes(shp, vox, rng)
+    dn = {"cell": _cells, "tubes": _tubes, "tissue": _tissue}[kind](shp, vox, rng)
     return (np.float32(n_background) + dn).astype(np.float32)
