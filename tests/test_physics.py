@@ -263,3 +263,37 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     assert float(((warmed.dn - gt) ** 2).mean()) < float((gt ** 2).mean())
     stopped = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(iterations=50, pad=8), should_stop=lambda: True)
     assert stopped.iterations == 1
+
+
+def test_support_pruning_and_sparsity_priors_act_on_every_representation():
+    """``support_of`` keeps a margin around what is there and nothing far from it; with
+    ``prune`` the fitted index is exactly background outside the support found at ``prune_at``;
+    ``sparsity`` shrinks the index towards the least one that explains the images."""
+    from napari_voxrecon.models.diffraction_fit import FitConfig, fit_index, support_of
+    from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    dn = torch.zeros(8, 24, 24)
+    dn[4, 12, 12] = 0.02
+    dn[1, 2, 2] = 0.001  # below the 10 % threshold: pruned
+    mask = support_of(dn, 0.1)
+    assert mask[2:7, 8:17, 8:17].min() == 1 and float(mask.sum()) == 5 * 9 * 9
+    torch.set_num_threads(2)
+    optics = Optics(voxel_size=(0.4, 0.2, 0.2))
+    shape = (8, 32, 32)
+    z, y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    ri = (1.33 + 0.03 * (((z - 4) / 2) ** 2 + ((y - 16) / 5) ** 2 + ((x - 16) / 5) ** 2 < 1)).astype(np.float32)  # one bead
+    src = draw_sources(shape, optics, 4, "below", seed=11)
+    imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
+    for kind in ("nvp", "triplane", "explicit"):
+        steps = []
+        res = fit_index(imgs, src, optics, shape[0], kind, FitConfig(iterations=20, pad=8, calibrate=False, prune=0.7, prune_at=0.5),
+                        callback=lambda step: steps.append(step.render()))
+        outside = support_of(torch.from_numpy(steps[8]), 0.7).numpy() == 0  # the estimate the support was taken from
+        assert outside.mean() > 0.05 and float(np.abs(res.dn[outside]).max()) == 0.0
+        assert float(np.abs(steps[8][outside]).max()) > 0  # before pruning the index was there too
+    ri = make_ri_phantom((8, 24, 24), "cell", seed=11, voxel_size=optics.voxel_size)
+    imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
+    plain = fit_index(imgs, src, optics, 8, "nvp", FitConfig(iterations=20, pad=8, calibrate=False))
+    sparse = fit_index(imgs, src, optics, 8, "nvp", FitConfig(iterations=20, pad=8, calibrate=False, sparsity=0.1))
+    assert np.abs(sparse.dn).mean() < 0.7 * np.abs(plain.dn).mean()

@@ -61,7 +61,7 @@ def _add_common_output(p: argparse.ArgumentParser) -> None:
 
 
 def _param_kwargs(param) -> dict[str, Any]:
-    kw: dict[str, Any] = {"default": None, "help": param.help}
+    kw: dict[str, Any] = {"default": None, "help": param.help.replace("%", "%%")}  # argparse %-formats help texts
     if param.type is bool:
         kw["type"] = lambda s: s.strip().lower() in ("1", "true", "yes", "on")
         kw["metavar"] = "{true,false}"

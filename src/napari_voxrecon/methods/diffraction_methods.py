@@ -20,9 +20,10 @@ PREVIEW_SECONDS = 5.0
 #: needs larger steps and more TV than the decoded feature representations; NVP does best
 #: coarse: a 8x-coarser feature grid refined once to 4x, plus a second level twice as coarse.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "nvp": {"lr": 0.03, "tv": 4e-3, "refine_at": (0.3,), "field_kw": {"features": 8, "downsample": 8, "levels": 2}},
-    "triplane": {"lr": 0.03, "tv": 4e-3, "field_kw": {"features": 16, "downsample": 4}},
-    "explicit": {"lr": 0.3, "tv": 3e-2},
+    "nvp": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "refine_at": (0.3,),
+            "field_kw": {"features": 8, "downsample": 8, "levels": 2}},
+    "triplane": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "field_kw": {"features": 16, "downsample": 4}},
+    "explicit": {"lr": 0.3, "tv": 3e-2, "prune": 0.1},
 }
 
 
@@ -34,11 +35,15 @@ def fit_config(kind: str, **overrides: Any) -> "FitConfig":
 
 
 def _params(kind: str) -> tuple[Param, ...]:
-    lr, tv = DEFAULTS[kind]["lr"], DEFAULTS[kind]["tv"]
+    d = DEFAULTS[kind]
     return (
         Param("iterations", int, 300, "optimisation steps", min=1, max=100000),
-        Param("lr", float, lr, "Adam learning rate of the representation", min=1e-6, max=10.0),
-        Param("tv", float, tv, "weight τ of the total-variation prior on the index", min=0.0, max=10.0),
+        Param("lr", float, d["lr"], "Adam learning rate of the representation", min=1e-6, max=10.0),
+        Param("tv", float, d["tv"], "weight τ of the total-variation prior on the index", min=0.0, max=10.0),
+        Param("sparsity", float, d.get("sparsity", 0.0), "weight of the L1 prior on the index contrast (the least index "
+              "that explains the images)", min=0.0, max=10.0),
+        Param("prune", float, d.get("prune", 0.0), "at 30 % of the iterations, keep the index only where it exceeds this "
+              "fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
         Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
               "background medium (about 50 when the given positions may be off by tenths of a µm)", min=0, max=100000),
@@ -58,8 +63,8 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     sources = read_sources(p["sources"])
     depth = ctx.output_shape[0]
     torch.manual_seed(ctx.seed)
-    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], calibrate=p["calibrate"],
-                     source_warmup=p["source_warmup"], seed=ctx.seed)
+    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
+                     calibrate=p["calibrate"], source_warmup=p["source_warmup"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None

@@ -4,9 +4,13 @@ One loop for the three representations (``models.index_fields``): render Δn, si
 view through the multi-slice model (``physics.wave_optics.forward_images``), compare with the
 measured images, step. Loss = L1 + L2 + λ (1 - SSIM)/2 on the images, after a least-squares
 global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn) (anisotropic
-total variation, in units of 0.01). Source positions are optimised jointly when ``calibrate``
-(self-calibration, starting from the given file, after ``calibrate_after`` of the iterations). The
-NVP feature grid is refined coarse to fine at fixed fractions of the iterations.
+total variation, in units of 0.01), + an optional sparsity prior mean|Δn|. Source positions are
+optimised jointly when ``calibrate`` (self-calibration, starting from the given file, after
+``calibrate_after`` of the iterations). The NVP feature grid is refined coarse to fine at fixed
+fractions of the iterations. With ``prune``, the index is restricted at ``prune_at`` to the
+support the estimate has reached (sparse voxel grids' pruning of empty cells): views from one
+side leave the depth direction nearly unseen, and without it the index smears along depth into
+empty medium.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class FitConfig:
     calibrate_after: float = 0.5  # fraction of the iterations before the sources move (early on they drift to explain index errors)
     source_warmup: int = 0  # first iterations fit the sources alone through the background medium (Δn = 0)
     tv: float = 2e-3  # τ
+    sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
+    prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
+    prune_at: float = 0.3  # fraction of the iterations (NVP: before its grid refines at the same step)
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
@@ -81,6 +88,15 @@ def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float) -> to
     return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
 
 
+def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = (2, 4, 4)) -> torch.Tensor:
+    """0/1 mask of the sample's support: voxels within ``margin`` (z, y, x) of one where |Δn|
+    exceeds ``threshold`` times its maximum. Pruning to it (as sparse voxel grids prune empty
+    cells) keeps the index from spreading along the unseen depth direction into empty medium."""
+    mag = dn.abs()
+    occupied = (mag > threshold * mag.max()).float()[None, None]
+    return F.max_pool3d(occupied, tuple(2 * m + 1 for m in margin), stride=1, padding=margin)[0, 0]
+
+
 @dataclass
 class FitStep:
     """One iteration's report: its loss and a way to render the current Δn (costs one forward)."""
@@ -119,7 +135,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
 
     def render() -> np.ndarray:
         with torch.no_grad():
-            return net().detach().cpu().numpy().astype(np.float32)
+            return (net() * support).detach().cpu().numpy().astype(np.float32)
 
     opt = optimiser()
     # Source warm-up: where each spot lands and how large its defocused disc is depends on the
@@ -128,16 +144,23 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
     source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
+    prune_step = int(cfg.prune_at * cfg.iterations) if cfg.prune > 0 else -1
+    support = torch.ones((), device=meas.device)
     losses: list[float] = []
     t0 = time.perf_counter()
     it = 0
     for it in range(1, cfg.iterations + 1):
         warming = it <= warm
+        if it == prune_step:
+            with torch.no_grad():
+                support = support_of(net(), cfg.prune)
         if it in refine_steps and net.refine():
             opt = optimiser()  # the refined grid is a new parameter
-        dn = torch.zeros(shape, device=meas.device) if warming else net()
+        dn = torch.zeros(shape, device=meas.device) if warming else net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         loss = image_loss(pred, meas, cfg.ssim_weight) + cfg.tv * total_variation(dn)
+        if cfg.sparsity:
+            loss = loss + cfg.sparsity * dn.abs().mean() / 0.01
         step_opt = source_opt if warming else opt
         step_opt.zero_grad(set_to_none=True)
         loss.backward()
