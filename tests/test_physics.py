@@ -292,6 +292,10 @@ def test_support_pruning_and_sparsity_priors_act_on_every_representation():
         outside = support_of(torch.from_numpy(steps[8]), 0.7).numpy() == 0  # the estimate the support was taken from
         assert outside.mean() > 0.05 and float(np.abs(res.dn[outside]).max()) == 0.0
         assert float(np.abs(steps[8][outside]).max()) > 0  # before pruning the index was there too
+    # a source warm-up longer than prune_at: pruning waits for the index (else it would keep nothing)
+    late = fit_index(imgs, src, optics, shape[0], "triplane", FitConfig(iterations=20, pad=8, prune=0.7, source_warmup=12))
+    assert float(np.abs(late.dn).max()) > 0
+    assert float(support_of(torch.zeros(2, 4, 4), 0.1).min()) == 1.0
     ri = make_ri_phantom((8, 24, 24), "cell", seed=11, voxel_size=optics.voxel_size)
     imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
     plain = fit_index(imgs, src, optics, 8, "nvp", FitConfig(iterations=20, pad=8, calibrate=False))

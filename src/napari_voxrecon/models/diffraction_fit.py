@@ -93,6 +93,8 @@ def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] 
     exceeds ``threshold`` times its maximum. Pruning to it (as sparse voxel grids prune empty
     cells) keeps the index from spreading along the unseen depth direction into empty medium."""
     mag = dn.abs()
+    if float(mag.max()) == 0.0:  # nothing there yet: nothing to prune to
+        return torch.ones_like(dn)
     occupied = (mag > threshold * mag.max()).float()[None, None]
     return F.max_pool3d(occupied, tuple(2 * m + 1 for m in margin), stride=1, padding=margin)[0, 0]
 
@@ -145,6 +147,8 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
     prune_step = int(cfg.prune_at * cfg.iterations) if cfg.prune > 0 else -1
+    if 0 <= prune_step <= warm:  # the index has not started yet: prune once it has had its share
+        prune_step = warm + max(1, int(cfg.prune_at * (cfg.iterations - warm)))
     support = torch.ones((), device=meas.device)
     losses: list[float] = []
     t0 = time.perf_counter()
