@@ -18,6 +18,8 @@ on, never seen while tuning.
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
     python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
+    # where the error lies (tuning cell seed 100, 6 views, the fits before sparsity and pruning)
+    python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
 """
 
 from __future__ import annotations
@@ -203,9 +205,56 @@ def cmd_tune(args: argparse.Namespace) -> None:
         print(json.dumps(record), flush=True)
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    """Where a representation's error lies on one phantom: image loss of the fit against the
+    true index's, the share of the error energy at lateral wavelengths above 4 µm, |Δn| in the
+    lowest slab, and whether averaging fits of different seeds helps (``--no-priors``: sparsity
+    and pruning off, as the representations were before 2026-11-28)."""
+    import torch
+
+    from napari_voxrecon.models.diffraction_fit import image_loss
+    from napari_voxrecon.physics.wave_optics import forward_images
+
+    case = make_case(args.seeds[0], tuple(args.shape), args.views[0], kind=args.phantoms[0], noise=args.noise,
+                     placement=args.placement)
+    meas = torch.from_numpy(case.images / case.images.max())
+
+    def loss_of(dn: np.ndarray) -> float:
+        with torch.no_grad():
+            pred = forward_images(torch.from_numpy(dn), torch.from_numpy(case.sources), case.optics, pad=16)
+            return float(image_loss(pred, meas, 0.2))
+
+    def fit(kind: str, seed: int) -> np.ndarray:
+        over = {"sparsity": 0.0, "prune": 0.0} if args.no_priors else {}
+        cfg = fit_config(kind, iterations=args.iterations, seed=seed, **over)
+        return fit_index(case.images, case.sources, case.optics, case.truth.shape[0], kind, cfg, device=args.device).dn
+
+    def low_share(dn: np.ndarray) -> float:
+        energy = np.abs(np.fft.fftn(dn - case.truth)) ** 2
+        kr = np.hypot(*np.meshgrid(np.fft.fftfreq(dn.shape[1]), np.fft.fftfreq(dn.shape[2]), indexing="ij"))
+        long_waves = kr / case.optics.voxel_size[1] < 0.25  # lateral wavelengths above 4 µm
+        return float(energy[:, long_waves].sum() / energy.sum())
+
+    record: dict[str, Any] = {"bench": "diagnose", "phantom": args.phantoms[0], "seed": args.seeds[0], "views": args.views[0],
+                              "no_priors": args.no_priors, "truth_image_loss": loss_of(case.truth)}
+    fits = {kind: fit(kind, 0) for kind in args.methods}
+    for kind, dn in fits.items():
+        record[kind] = {"psnr": score(dn, case.truth)[0], "image_loss": loss_of(dn), "long_wave_error_share": low_share(dn),
+                        "lowest_slab_mean_abs_dn": float(np.abs(dn[0]).mean())}
+    record["truth_lowest_slab_mean_abs_dn"] = float(np.abs(case.truth[0]).mean())
+    if "nvp" in fits:
+        seeds = [fits["nvp"]] + [fit("nvp", s) for s in (1, 2)]
+        record["nvp_seed_psnrs"] = [score(dn, case.truth)[0] for dn in seeds]
+        record["nvp_mean_of_3_psnr"] = score(np.mean(seeds, axis=0), case.truth)[0]
+    print(json.dumps(record))
+    if args.out:
+        with Path(args.out).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -221,17 +270,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
+    p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")
     args = p.parse_args(argv)
     if args.seeds is None:
-        args.seeds = [100, 101, 102] if args.mode == "tune" else [200, 201, 202]
+        args.seeds = [100, 101, 102] if args.mode in ("tune", "diagnose") else [200, 201, 202]
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune}[args.mode](args)
+    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,9 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
 
 
 def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Tissue: many smaller cells at every depth and orientation, crossed by
-    one or two vessel-like tubes (the paper's synthetic tissue: continuous and sparse structures).
-    Unlike one or two large cells, no sum of axis-aligned planes describes it."""
+    """Tissue: many smaller cells at every depth and orientation, crossed by vessel-like tubes
+    (the paper's synthetic tissue: continuous and sparse structures). Unlike one or two large
+    cells, no sum of axis-aligned planes describes it."""
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
     extent = np.array(shape) * vox
     dn = np.zeros(shape, dtype=np.float32)
