@@ -292,6 +292,14 @@ def test_support_pruning_and_sparsity_priors_act_on_every_representation():
         outside = support_of(torch.from_numpy(steps[8]), 0.7).numpy() == 0  # the estimate the support was taken from
         assert outside.mean() > 0.05 and float(np.abs(res.dn[outside]).max()) == 0.0
         assert float(np.abs(steps[8][outside]).max()) > 0  # before pruning the index was there too
+    # pruning again later narrows the support further, never widens it
+    steps = []
+    res = fit_index(imgs, src, optics, shape[0], "nvp", FitConfig(iterations=20, pad=8, calibrate=False, prune=0.5,
+                                                                  prune_at=(0.25, 0.5)), callback=lambda step: steps.append(step.render()))
+    first = support_of(torch.from_numpy(steps[3]), 0.5).numpy()
+    second = first * support_of(torch.from_numpy(steps[8]), 0.5).numpy()
+    assert second.sum() < first.sum() and float(np.abs(res.dn[second == 0]).max()) == 0.0
+    assert float(np.abs(steps[8][(first == 1) & (second == 0)]).max()) > 0  # taken away by the second pruning
     # a source warm-up longer than prune_at: pruning waits for the index (else it would keep nothing)
     late = fit_index(imgs, src, optics, shape[0], "triplane", FitConfig(iterations=20, pad=8, prune=0.7, source_warmup=12))
     assert float(np.abs(late.dn).max()) > 0

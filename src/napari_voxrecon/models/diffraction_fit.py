@@ -7,8 +7,9 @@ global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn
 total variation, in units of 0.01), + an optional sparsity prior mean|Δn|. Source positions are
 optimised jointly when ``calibrate`` (self-calibration, starting from the given file, after
 ``calibrate_after`` of the iterations). The NVP feature grid is refined coarse to fine at fixed
-fractions of the iterations. With ``prune``, the index is restricted at ``prune_at`` to the
-support the estimate has reached (sparse voxel grids' pruning of empty cells): views from one
+fractions of the iterations. With ``prune``, the index is restricted at ``prune_at`` (one
+fraction of the iterations or several, each narrowing the last) to the support the estimate
+has reached (sparse voxel grids' pruning of empty cells): views from one
 side leave the depth direction nearly unseen, and without it the index smears along depth into
 empty medium.
 """
@@ -39,7 +40,8 @@ class FitConfig:
     tv: float = 2e-3  # τ
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
-    prune_at: float = 0.3  # fraction of the iterations (NVP: before its grid refines at the same step)
+    prune_at: float | tuple[float, ...] = 0.3  # fraction(s) of the iterations (NVP: before its grid refines at the same step); later ones prune within the earlier support
+    prune_margin: tuple[int, int, int] = (2, 4, 4)  # voxels (z, y, x) kept around the support
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
@@ -146,18 +148,22 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
     source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
-    prune_step = int(cfg.prune_at * cfg.iterations) if cfg.prune > 0 else -1
-    if 0 <= prune_step <= warm:  # the index has not started yet: prune once it has had its share
-        prune_step = warm + max(1, int(cfg.prune_at * (cfg.iterations - warm)))
+    prune_fracs = (cfg.prune_at,) if isinstance(cfg.prune_at, (int, float)) else tuple(cfg.prune_at)
+    prune_steps = set()
+    for frac in prune_fracs if cfg.prune > 0 else ():
+        step = int(frac * cfg.iterations)
+        if step <= warm:  # the index has not started yet: prune once it has had its share
+            step = warm + max(1, int(frac * (cfg.iterations - warm)))
+        prune_steps.add(step)
     support = torch.ones((), device=meas.device)
     losses: list[float] = []
     t0 = time.perf_counter()
     it = 0
     for it in range(1, cfg.iterations + 1):
         warming = it <= warm
-        if it == prune_step:
+        if it in prune_steps:
             with torch.no_grad():
-                support = support_of(net(), cfg.prune)
+                support = support * support_of(net() * support, cfg.prune, tuple(cfg.prune_margin))
         if it in refine_steps and net.refine():
             opt = optimiser()  # the refined grid is a new parameter
         dn = torch.zeros(shape, device=meas.device) if warming else net() * support
