@@ -287,7 +287,7 @@ def test_support_pruning_and_sparsity_priors_act_on_every_representation():
     imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
     for kind in ("nvp", "triplane", "explicit"):
         steps = []
-        res = fit_index(imgs, src, optics, shape[0], kind, FitConfig(iterations=20, pad=8, calibrate=False, prune=0.7, prune_at=0.5),
+        res = fit_index(imgs, src, optics, shape[0], kind, FitConfig(iterations=20, pad=8, calibrate=False, prune=0.7, prune_at=(0.5,)),
                         callback=lambda step: steps.append(step.render()))
         outside = support_of(torch.from_numpy(steps[8]), 0.7).numpy() == 0  # the estimate the support was taken from
         assert outside.mean() > 0.05 and float(np.abs(res.dn[outside]).max()) == 0.0

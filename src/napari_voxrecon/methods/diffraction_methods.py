@@ -27,8 +27,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "nvp": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "prune_at": (0.3, 0.6),
             "prune_margin": (1, 4, 4), "refine_at": (0.3,),
             "field_kw": {"features": 8, "downsample": 8, "levels": 2}},
-    "triplane": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "prune_at": 0.3, "field_kw": {"features": 16, "downsample": 4}},
-    "explicit": {"lr": 0.3, "tv": 3e-2, "sparsity": 0.0, "prune": 0.1, "prune_at": 0.3},
+    "triplane": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "prune_at": (0.3,), "field_kw": {"features": 16, "downsample": 4}},
+    "explicit": {"lr": 0.3, "tv": 3e-2, "sparsity": 0.0, "prune": 0.1, "prune_at": (0.3,)},
 }
 
 
@@ -39,10 +39,9 @@ def fit_config(kind: str, **overrides: Any) -> "FitConfig":
     return FitConfig(**{**DEFAULTS[kind], **overrides})
 
 
-def _percent(fractions: float | tuple[float, ...]) -> str:
+def _percent(fractions: tuple[float, ...]) -> str:
     """'30 %' or '30 % and 60 %' (escaped by the CLI where argparse needs it)."""
-    fr = (fractions,) if isinstance(fractions, (int, float)) else tuple(fractions)
-    return " and ".join(f"{round(100 * f)} %" for f in fr)
+    return " and ".join(f"{round(100 * f)} %" for f in fractions)
 
 
 def _params(kind: str) -> tuple[Param, ...]:

@@ -7,11 +7,10 @@ global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn
 total variation, in units of 0.01), + an optional sparsity prior mean|Δn|. Source positions are
 optimised jointly when ``calibrate`` (self-calibration, starting from the given file, after
 ``calibrate_after`` of the iterations). The NVP feature grid is refined coarse to fine at fixed
-fractions of the iterations. With ``prune``, the index is restricted at ``prune_at`` (one
-fraction of the iterations or several, each narrowing the last) to the support the estimate
-has reached (sparse voxel grids' pruning of empty cells): views from one
-side leave the depth direction nearly unseen, and without it the index smears along depth into
-empty medium.
+fractions of the iterations. With ``prune``, the index is restricted at each of ``prune_at``
+(fractions of the iterations, each narrowing the last) to the support the estimate has reached
+(sparse voxel grids' pruning of empty cells): views from one side leave the depth direction
+nearly unseen, and without it the index smears along depth into empty medium.
 """
 
 from __future__ import annotations
@@ -29,6 +28,10 @@ from ..physics.wave_optics import forward_images
 from .index_fields import NVPField, make_field
 
 
+#: Voxels (z, y, x) kept around the pruned support by default.
+PRUNE_MARGIN = (2, 4, 4)
+
+
 @dataclass
 class FitConfig:
     iterations: int = 300
@@ -40,8 +43,8 @@ class FitConfig:
     tv: float = 2e-3  # τ
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
-    prune_at: float | tuple[float, ...] = 0.3  # fraction(s) of the iterations (NVP: before its grid refines at the same step); later ones prune within the earlier support
-    prune_margin: tuple[int, int, int] = (2, 4, 4)  # voxels (z, y, x) kept around the support
+    prune_at: tuple[float, ...] = (0.3,)  # fractions of the iterations (NVP: the first before its grid refines at the same step); each later one prunes within the last support
+    prune_margin: tuple[int, int, int] = PRUNE_MARGIN  # voxels (z, y, x) kept around the support
     ssim_weight: float = 0.2  # λ
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
@@ -90,7 +93,7 @@ def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float) -> to
     return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
 
 
-def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = (2, 4, 4)) -> torch.Tensor:
+def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = PRUNE_MARGIN) -> torch.Tensor:
     """0/1 mask of the sample's support: voxels within ``margin`` (z, y, x) of one where |Δn|
     exceeds ``threshold`` times its maximum. Pruning to it (as sparse voxel grids prune empty
     cells) keeps the index from spreading along the unseen depth direction into empty medium."""
@@ -148,9 +151,8 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
     source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
-    prune_fracs = (cfg.prune_at,) if isinstance(cfg.prune_at, (int, float)) else tuple(cfg.prune_at)
     prune_steps = set()
-    for frac in prune_fracs if cfg.prune > 0 else ():
+    for frac in cfg.prune_at if cfg.prune > 0 else ():
         step = int(frac * cfg.iterations)
         if step <= warm:  # the index has not started yet: prune once it has had its share
             step = warm + max(1, int(frac * (cfg.iterations - warm)))
