@@ -20,6 +20,8 @@ on, never seen while tuning.
     python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
     # where the error lies (tuning cell seed 100, 6 views, the fits before sparsity and pruning)
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
+    # paired over seeds: two methods' bench runs (their stderr saved to files)
+    python benchmarks/diffraction_models.py compare --logs nvp.log triplane.log --pair nvp triplane --phantoms cell tubes tissue
 """
 
 from __future__ import annotations
@@ -252,9 +254,43 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Paired comparison over seeds of two methods' ``bench`` runs, read from the per-seed lines
+    a bench prints to stderr (``--logs`` files, each ``path`` or ``label=path``: the label
+    renames the method of that file, to compare two versions of one method; ``--pair`` names the two). Per views and
+    phantom kind, and over all kinds: mean PSNR / SSIM of each on the seeds both have, the
+    PSNR difference as mean ± standard error over the seeds, and on how many the first scored higher."""
+    import ast
+    import re
+
+    line = re.compile(r"views (\d+) (\w+) (\w+) true seed (\d+): (\{.*\})")
+    res: dict[tuple[str, str, str], dict[int, tuple[float, float]]] = {}
+    for entry in args.logs:
+        label, _, path = entry.rpartition("=")
+        for m in filter(None, map(line.match, Path(path).read_text().splitlines())):
+            row = ast.literal_eval(m.group(5))
+            res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})[int(m.group(4))] = (row["psnr"], row["ssim"])
+    a, b = args.pair
+    lines = [f"| views | phantom | seeds | {a} | {b} | {a} - {b} |", "|---|---|---|---|---|---|"]
+    for views in sorted({v for v, _, _ in res}, key=int):
+        kinds = [k for k in args.phantoms if (views, k, a) in res and (views, k, b) in res]
+        for group in [[k] for k in kinds] + ([kinds] if len(kinds) > 1 else []):
+            pairs = [(res[(views, k, a)][s], res[(views, k, b)][s]) for k in group
+                     for s in sorted(set(res[(views, k, a)]) & set(res[(views, k, b)]))]
+            if not pairs:
+                continue
+            x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+            d = x[:, 0] - y[:, 0]
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            name = group[0] if len(group) == 1 else "all"
+            lines.append(f"| {views} | {name} | {len(d)} | {x[:, 0].mean():.2f} / {x[:, 1].mean():.3f} | "
+                         f"{y[:, 0].mean():.2f} / {y[:, 1].mean():.3f} | {d.mean():+.2f} ± {se:.2f} dB ({int((d > 0).sum())}/{len(d)}) |")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "compare"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -270,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
+    p.add_argument("--logs", nargs="+", help="compare: stderr logs of bench runs, each path or label=path")
+    p.add_argument("--pair", nargs=2, default=["nvp", "triplane"], help="compare: the two methods or labels (default nvp triplane)")
     p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")
@@ -281,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose}[args.mode](args)
+    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "compare": cmd_compare}[args.mode](args)
 
 
 if __name__ == "__main__":
