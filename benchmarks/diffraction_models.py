@@ -14,6 +14,8 @@ on, never seen while tuning.
     python benchmarks/diffraction_models.py bench --views 6 7 20 --seeds 200 201 202
     # self-calibration: the given source positions perturbed by 0.5 µm (std per axis)
     python benchmarks/diffraction_models.py bench --views 6 --perturb 0.5
+    # no sources file: positions estimated from the spots (generalised Gaussian fit), then refined
+    python benchmarks/diffraction_models.py bench --views 6 --estimate-sources
     # time and peak memory of one fit per grid size
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
@@ -45,6 +47,7 @@ from report import finish  # noqa: E402
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
 from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
+from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_WARMUP, estimate_sources  # noqa: E402
 from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction  # noqa: E402
 from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
 
@@ -58,6 +61,7 @@ class Case:
     images: np.ndarray  # (K, H, W)
     sources: np.ndarray  # (K, 3) true positions, µm
     optics: Optics
+    estimate: np.ndarray | None = None  # (K, 3) positions estimated from the images (bench --estimate-sources)
 
 
 def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
@@ -121,11 +125,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
                  (f"perturbed, self-calibrated, {args.source_warmup} warm-up iterations", True, args.source_warmup)])
         if perturbed and args.only_warmup:
             arms = arms[-1:]
+        if args.estimate_sources:
+            arms = [("estimated, fixed", False, 0),
+                    (f"estimated, self-calibrated, {ESTIMATED_SOURCE_WARMUP} warm-up iterations", True, ESTIMATED_SOURCE_WARMUP)]
+            for case in cases:
+                est = estimate_sources(case.images, case.optics, case.truth.shape[0]).positions
+                case.estimate = est
+                err = np.sqrt(np.sum((est - case.sources) ** 2, axis=1))
+                print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
+                      f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
         for kind in args.methods:
             for label, calibrate, warmup in arms:
                 rows = []
                 for case in cases:
-                    given = case.sources
+                    given = case.estimate if args.estimate_sources else case.sources
                     if perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
@@ -135,6 +148,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
                              f"{mean['source_error_um']:.3f} | {mean['seconds']:.1f} |")
+    if args.estimate_sources:
+        lines += ["", "Source positions given to the fit: estimated from the images (``physics.source_fit``), as a "
+                  "reconstruction without a sources file does."]
     if perturbed:
         lines += ["", f"Source positions given to the fit: the true ones plus Gaussian errors of {args.perturb} µm "
                   "(standard deviation per axis)."]
@@ -302,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
     p.add_argument("--source-warmup", type=int, default=50, help="bench --perturb: warm-up iterations of the third arm")
+    p.add_argument("--estimate-sources", action="store_true",
+                   help="bench: give the fit the positions estimated from the images, fixed and with the warm-up")
     p.add_argument("--only-warmup", action="store_true", help="bench --perturb: only the warm-up arm")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")

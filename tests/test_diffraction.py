@@ -60,8 +60,20 @@ def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
         run_job(_job(root, sources=str(two)))
     with pytest.raises(InputError, match="give --depth"):
         run_job(_job(root, optics=""))
-    with pytest.raises(VoxreconError, match="give --sources"):
-        run_job(_job(root, sources=""))
+    job = _job(root, sources="")
+    job.volume[2] = 0.3  # a frame without its spot: nothing to estimate that source from
+    with pytest.raises(InputError, match="cannot estimate the source of image 2: it shows no spot"):
+        run_job(job)
+
+
+def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisition):
+    root, ri = acquisition
+    events = []
+    out = run_job(_job(root, sources="", iterations=20), on_event=events.append)["result"]
+    assert out.shape == ri.shape and np.isfinite(out).all()
+    said = [e.message for e in events if isinstance(e, Progress)]
+    assert any("no sources file: estimating the 4 source positions" in m for m in said)
+    assert any("refined first, for 50 iterations" in m for m in said)  # the warm-up an estimate gets by default
 
 
 def test_the_index_is_previewed_while_fitting_and_cancel_keeps_the_estimate(acquisition, monkeypatch):

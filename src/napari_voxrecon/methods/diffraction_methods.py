@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from ..engine.events import Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
+from ..physics.source_fit import ESTIMATED_SOURCE_WARMUP
 
 #: Seconds of fitting between two previews of the index volume.
 PREVIEW_SECONDS = 5.0
@@ -56,7 +57,8 @@ def _params(kind: str) -> tuple[Param, ...]:
               "exceeds this fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
         Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
-              "background medium (about 50 when the given positions may be off by tenths of a µm)", min=0, max=100000),
+              "background medium (about 50 when the given positions may be off by tenths of a µm; without a sources file "
+              f"0 means {ESTIMATED_SOURCE_WARMUP})", min=0, max=100000),
     )
 
 
@@ -66,15 +68,27 @@ def _run(ctx, kind: str) -> Iterator[Any]:
 
     from ..models.diffraction_fit import fit_steps, result_of
     from ..physics.optics import Optics
+    from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
 
     p = ctx.params
     optics = Optics.load(p["optics"] or None)
-    sources = read_sources(p["sources"])
     depth = ctx.output_shape[0]
+    warmup = p["source_warmup"]
+    if p["sources"]:
+        sources = read_sources(p["sources"])
+    else:
+        yield Progress(0, depth, f"no sources file: estimating the {ctx.volume.shape[0]} source positions from the spots")
+        sources = estimate_sources(ctx.volume, optics, depth).positions
+        if p["calibrate"] and warmup == 0:
+            # estimates are off by a few tenths of a µm: fit them alone first (see the warm-up's comment in the fit)
+            warmup = ESTIMATED_SOURCE_WARMUP
+        yield Progress(0, depth, f"estimated source positions (z from {sources[:, 0].min():.2f} to {sources[:, 0].max():.2f} µm)"
+                       + (f"; they are refined first, for {warmup} iterations" if p["calibrate"] and warmup else
+                          "; self-calibration is off, so they stay as estimated"))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
-                     calibrate=p["calibrate"], source_warmup=p["source_warmup"], seed=ctx.seed)
+                     calibrate=p["calibrate"], source_warmup=warmup, seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None

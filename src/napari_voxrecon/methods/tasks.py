@@ -132,8 +132,9 @@ def _diffraction_voxel(vs: tuple[float, float, float], p: dict[str, Any]) -> tup
 def _diffraction_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
     from ..simulate.diffraction import read_sources
 
-    if not p["sources"]:
-        raise InputError("diffraction: give --sources, the JSON file of the source positions (µm, z y x).")
+    if not p["sources"]:  # estimated from the images by the method (physics.source_fit)
+        _diffraction_depth(p)
+        return
     n = read_sources(p["sources"]).shape[0]
     if n != shape[0]:
         raise InputError(f"diffraction: the image stack holds {shape[0]} image(s) but {p['sources']} lists {n} source(s); "
@@ -146,7 +147,8 @@ DIFFRACTION = register_task(
         name="diffraction",
         help="K images of fluorescent point sources seen through the sample: recover its 3D refractive index",
         params=(
-            Param("sources", str, "", "JSON file of the K source positions in µm (z, y, x), one per image",
+            Param("sources", str, "", "JSON file of the K source positions in µm (z, y, x), one per image; empty: "
+                  "estimated from the spots (a generalised Gaussian fit of each image) and refined by self-calibration",
                   file_filter="*.json"),
             Param("optics", str, "", "optics.json (wavelength, na, n_background, voxel_size, ...); empty: the defaults",
                   file_filter="*.json"),

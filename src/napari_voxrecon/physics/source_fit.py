@@ -1,0 +1,170 @@
+"""Source positions from the images themselves, for a ``diffraction`` acquisition without a
+sources file (NVP paper: positions "estimated from fluorescence images via Gaussian fitting",
+then refined by self-calibration).
+
+Each image holds one source's spot. Through the background medium a point source a distance d
+below the focal plane is imaged as an Airy spot when d is small and, as d grows, as a blur disc
+of radius about d tan(asin(NA / n)) with a sharp edge. A generalised Gaussian
+
+    I(r) = B + A 2^(-(r / rho)^(2 p))
+
+(a Gaussian for p = 1, tending to a flat disc of radius rho as p grows; rho is the radius at
+half maximum) is fitted by least squares to each image's pixels, so a disc that runs off the
+field of view is fitted from the part that is seen. The centre gives (y, x); rho gives d
+through a table of the same fit on simulated background-medium spots of known defocus
+(``defocus_table``), so the table absorbs the optics (NA, binning, the Airy core). The depth
+estimate assumes the source lies below the focal plane, as it does when its light crosses the
+sample towards the objective. The sample's index perturbs the spot (fringes, shifts of a
+fraction of a µm): the positions are a start for the fit's source warm-up, not final.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .optics import Optics
+
+#: Iterations of the source warm-up when the positions were estimated from the images.
+ESTIMATED_SOURCE_WARMUP = 50
+
+
+@dataclass(frozen=True)
+class SpotFit:
+    """A generalised Gaussian fitted to one image; lengths in µm in the grid's frame."""
+
+    y: float
+    x: float
+    rho: float  # radius at half maximum
+    sharpness: float  # p: 1 = Gaussian, large = flat disc
+    amplitude: float
+    background: float
+    rms: float  # root-mean-square residual over the image, relative to the amplitude
+
+
+def _model(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    cy, cx, rho, log_p, amp, bg = params
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (rho * rho)
+    return bg + amp * np.exp2(-np.power(r2, math.exp(log_p)))
+
+
+def fit_spot(image: np.ndarray, pixel: float, offset: float = 0.0) -> SpotFit:
+    """Least-squares generalised Gaussian of one spot image (H, W) with square pixels of
+    ``pixel`` µm whose pixel (0, 0) is centred at (``offset``, ``offset``) µm."""
+    from scipy.optimize import least_squares
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or img.size == 0:
+        raise InputError(f"a spot image must be 2D, not shape {img.shape}.")
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = offset + pixel * yy, offset + pixel * xx
+    from scipy.ndimage import uniform_filter
+
+    lo, hi = float(np.percentile(img, 5)), float(uniform_filter(img, 3, mode="nearest").max())  # a peak robust to noise
+    if not np.isfinite(img).all() or hi - lo <= 1e-12 * max(abs(hi), 1.0):
+        raise InputError("shows no spot (constant or non-finite values)")
+    bright = img > lo + (hi - lo) / 2
+    weight = np.where(bright, img - lo, 0.0)
+    cy0, cx0 = float((weight * yy).sum() / weight.sum()), float((weight * xx).sum() / weight.sum())
+    rho0 = max(pixel, math.sqrt(bright.sum() / math.pi) * pixel)
+    field = pixel * max(h, w)
+    start = np.array([cy0, cx0, rho0, math.log(2.0), hi - lo, lo])
+    lower = [offset - field, offset - field, 0.3 * pixel, math.log(0.5), 0.0, lo - (hi - lo)]
+    upper = [offset + 2 * field, offset + 2 * field, 10 * field, math.log(30.0), 10 * (hi - lo), hi]
+    start = np.clip(start, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
+    fit = least_squares(lambda q: (_model(q, yy, xx) - img).ravel(), start, bounds=(lower, upper),
+                        x_scale=[pixel, pixel, pixel, 1.0, hi - lo, hi - lo])
+    cy, cx, rho, log_p, amp, bg = (float(v) for v in fit.x)
+    if amp <= 0.05 * (hi - lo):
+        raise InputError("shows no spot brighter than its background")
+    rms = float(np.sqrt(np.mean(fit.fun ** 2)) / amp)
+    return SpotFit(cy, cx, rho, math.exp(log_p), amp, bg, rms)
+
+
+def spot_image(defocus: float, optics: Optics, size: int) -> np.ndarray:
+    """The image (size, size) on the optics' grid pixels of a point source ``defocus`` µm below
+    the focal plane, through the background medium, at pixel (size // 2, size // 2)."""
+    import torch
+
+    from .wave_optics import point_source_field, pupil
+
+    _, dy, dx = optics.voxel_size
+    k0 = optics.k0
+    src = torch.tensor([[-float(defocus), (size // 2) * dy, (size // 2) * dx]], dtype=torch.float32)
+    with torch.no_grad():
+        field = point_source_field(src, 0.0, (size, size), dy, dx, k0 * optics.n_background)
+        img = torch.fft.ifft2(torch.fft.fft2(field) * pupil(size, size, dy, dx, k0, optics.na)).abs()[0] ** 2
+    return img.numpy()
+
+
+def _cone_tan(optics: Optics) -> float:
+    s = optics.na / optics.n_background
+    return s / math.sqrt(max(1e-12, 1 - s * s))
+
+
+#: Pixels across the window a table spot is fitted in (larger spots are block-averaged to it).
+TABLE_WINDOW = 96
+
+
+def spot_radius(defocus: float, optics: Optics) -> float:
+    """The fitted radius at half maximum (µm) of a background-medium spot ``defocus`` µm below
+    the focal plane, seen with the camera's pixels (or coarser ones for wide spots)."""
+    _, dy, _ = optics.voxel_size
+    cam = dy * optics.binning
+    radius = defocus * _cone_tan(optics) + 2 * optics.wavelength / optics.na
+    # a window of three disc diameters, in camera pixels or in blocks of them
+    block = max(1, math.ceil(6 * radius / (cam * TABLE_WINDOW)))
+    size = TABLE_WINDOW * block * optics.binning
+    img = spot_image(max(defocus, 0.01), optics, size)  # the field needs a plane above the source: 10 nm is in focus
+    n = size // (block * optics.binning)
+    img = img.reshape(n, size // n, n, size // n).mean(axis=(1, 3))
+    pixel = dy * size / n
+    return fit_spot(img, pixel, (size / n - 1) / 2 * dy).rho
+
+
+def defocus_table(optics: Optics, max_defocus: float, points: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(defocus µm, fitted rho µm) of background-medium spots from 0 to ``max_defocus``; rho
+    made non-decreasing (near focus it barely changes: depth is ill-determined there)."""
+    defocus = np.concatenate([[0.0], np.geomspace(0.2, max(max_defocus, 0.3), points - 1)])
+    rho = np.array([spot_radius(float(d), optics) for d in defocus])
+    return defocus, np.maximum.accumulate(rho)
+
+
+@dataclass(frozen=True)
+class SourceEstimate:
+    positions: np.ndarray  # (K, 3) µm, z y x
+    spots: list[SpotFit]
+
+
+def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus: float | None = None) -> SourceEstimate:
+    """(K, 3) source positions (z, y, x) µm from K spot images (camera pixels) of a volume of
+    ``depth`` slabs. ``max_defocus``: the deepest a source is looked for below the focal plane
+    (default: twice the field of view's width)."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise InputError(f"estimating source positions needs a stack of K spot images (K, H, W), not shape {images.shape}.")
+    _, dy, _ = optics.voxel_size
+    b = optics.binning
+    cam = dy * b
+    field = cam * max(images.shape[1:])
+    max_d = 2 * field if max_defocus is None else float(max_defocus)
+    table_d, table_rho = defocus_table(optics, max_d)
+    focus = optics.focal_plane(depth)
+    top = (depth - 1) * optics.voxel_size[0]
+    spots, positions = [], []
+    for k, img in enumerate(images):
+        try:
+            spot = fit_spot(img, cam, (b - 1) / 2 * dy)
+        except InputError as err:
+            raise InputError(f"cannot estimate the source of image {k}: it {err}; give a sources file instead.") from None
+        if spot.rho > table_rho[-1]:
+            raise InputError(f"the spot of image {k} (radius {spot.rho:.2f} µm) is wider than a source {max_d:.1f} µm below "
+                             "the focal plane gives: check the optics (NA, voxel size) or give a sources file.")
+        d = float(np.interp(spot.rho, table_rho, table_d))
+        spots.append(spot)
+        positions.append((min(focus - d, top), spot.y, spot.x))
+    return SourceEstimate(np.asarray(positions, dtype=np.float32), spots)

@@ -1,0 +1,55 @@
+"""Source positions estimated from the spot images (physics.source_fit)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_voxrecon.errors import InputError
+from napari_voxrecon.physics import Optics, forward_images
+from napari_voxrecon.physics.source_fit import _model, defocus_table, estimate_sources, fit_spot
+
+
+@pytest.mark.parametrize("centre", [(4.1, 5.3), (0.9, 8.8)])  # the second one's disc runs off the field
+def test_a_generalised_gaussian_is_recovered_even_when_the_disc_is_clipped(centre):
+    h = w = 48
+    pixel = 0.2
+    yy, xx = np.mgrid[0:h, 0:w] * pixel
+    truth = np.array([centre[0], centre[1], 2.0, math.log(4.0), 0.8, 0.1])
+    img = _model(truth, yy, xx) + np.random.default_rng(0).normal(0, 0.01, (h, w))
+    spot = fit_spot(img, pixel)
+    assert (spot.y, spot.x) == pytest.approx(centre, abs=0.03)
+    assert spot.rho == pytest.approx(2.0, abs=0.03) and spot.sharpness == pytest.approx(4.0, rel=0.2)
+    assert spot.rms < 0.05
+
+
+def test_the_defocus_table_grows_like_the_numerical_aperture_cone():
+    optics = Optics()
+    d, rho = defocus_table(optics, 12.0, points=12)
+    assert (np.diff(rho) >= 0).all() and rho[0] < 1.0
+    tan = math.tan(math.asin(optics.na / optics.n_background))
+    slope = (rho[-1] - rho[-3]) / (d[-1] - d[-3])
+    assert slope == pytest.approx(tan, rel=0.15)  # far from focus the spot is the geometric blur disc
+
+
+@pytest.mark.parametrize("camera_pixel", [None, 0.4])
+def test_positions_are_recovered_from_background_medium_images(camera_pixel):
+    optics = Optics(camera_pixel=camera_pixel)
+    depth = 8
+    truth = torch.tensor([[-2.0, 4.0, 5.0], [-3.5, 5.5, 3.9], [-1.0, 4.6, 4.6]])
+    with torch.no_grad():
+        images = forward_images(torch.zeros(depth, 48, 48), truth, optics, pad=16).numpy()
+    est = estimate_sources(images, optics, depth).positions
+    assert est.shape == (3, 3)
+    assert np.abs(est[:, 1:] - truth[:, 1:].numpy()).max() < 0.05
+    assert np.abs(est[:, 0] - truth[:, 0].numpy()).max() < 0.2
+
+
+def test_images_without_a_spot_are_named():
+    images = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32) * 0.01 + 1
+    images[1] = 0.5
+    with pytest.raises(InputError, match="image 1: it shows no spot"):
+        estimate_sources(images, Optics(), 8)
+    with pytest.raises(InputError, match="stack of K spot images"):
+        estimate_sources(np.ones((32, 32)), Optics(), 8)
