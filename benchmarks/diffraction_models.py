@@ -16,6 +16,8 @@ on, never seen while tuning.
     python benchmarks/diffraction_models.py bench --views 6 --perturb 0.5
     # no sources file: positions estimated from the spots (generalised Gaussian fit), then refined
     python benchmarks/diffraction_models.py bench --views 6 --estimate-sources
+    # partially coherent fluorescence (emission band, extended emitter, haze), with and without the coherence mask
+    python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --coherence-masks 0 0.9
     # time and peak memory of one fit per grid size
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
@@ -48,7 +50,8 @@ from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # 
 from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
 from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_WARMUP, estimate_sources  # noqa: E402
-from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction  # noqa: E402
+from napari_voxrecon.simulate.diffraction import (  # noqa: E402
+    TYPICAL_PARTIAL_COHERENCE, PartialCoherence, draw_sources, simulate_diffraction)
 from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
 
 KINDS = ("explicit", "triplane", "nvp")
@@ -65,11 +68,11 @@ class Case:
 
 
 def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
-              placement: str = "below") -> Case:
+              placement: str = "below", coherence: PartialCoherence | None = None) -> Case:
     optics = Optics()
     ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background)
     sources = draw_sources(shape, optics, views, placement, seed=seed + 10_000)
-    images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000)
+    images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000, coherence=coherence)
     return Case(seed, ri - np.float32(optics.n_background), images, sources, optics)
 
 
@@ -98,9 +101,21 @@ def _header(args: argparse.Namespace, what: str) -> list[str]:
     grids = (" ".join(str(tuple(args.shapes[i:i + 3])) for i in range(0, len(args.shapes), 3)) if args.mode == "timing"
              else str(tuple(args.shape)))
     return [f"Data: simulated {' and '.join(args.phantoms)} phantoms {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
-            f"{args.placement} the volume, noise level {args.noise}; seeds {args.seeds}; date {date.today()}; machine "
+            f"{args.placement} the volume, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
             f"{platform.machine()}, {_device_words(args.device)}.", "",
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
+
+
+def _coherence(args: argparse.Namespace) -> PartialCoherence | None:
+    return TYPICAL_PARTIAL_COHERENCE if getattr(args, "partial_coherence", False) else None
+
+
+def _coherence_words(args: argparse.Namespace) -> str:
+    pc = _coherence(args)
+    if pc is None:
+        return ", coherent point sources"
+    return (f", partially coherent fluorescence (emission band {pc.bandwidth * 1000:.0f} nm, emitter extent "
+            f"{pc.source_size} µm std, incoherent haze {pc.haze:.0%} of the peak)")
 
 
 def _device_words(device: str) -> str:
@@ -118,8 +133,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     perturbed = args.perturb > 0
     lines += ["| views | phantom | method | sources | PSNR | SSIM | source error µm | s / fit |", "|---|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
-        cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement)
-                 for s in args.seeds]
+        cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
+                           coherence=_coherence(args)) for s in args.seeds]
         arms = ([("true", True, 0)] if not perturbed else
                 [("perturbed, fixed", False, 0), ("perturbed, self-calibrated", True, 0),
                  (f"perturbed, self-calibrated, {args.source_warmup} warm-up iterations", True, args.source_warmup)])
@@ -134,8 +149,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 err = np.sqrt(np.sum((est - case.sources) ** 2, axis=1))
                 print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
                       f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
+        if args.coherence_masks != [0.0]:
+            arms = [(label + (f", coherence mask {m}" if m else ", no coherence mask"), calibrate, warmup, m)
+                    for label, calibrate, warmup in arms for m in args.coherence_masks]
+        else:
+            arms = [(*arm, 0.0) for arm in arms]
         for kind in args.methods:
-            for label, calibrate, warmup in arms:
+            for label, calibrate, warmup, mask in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
@@ -143,7 +163,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        source_warmup=warmup))
+                                        source_warmup=warmup, coherence_mask=mask))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -204,7 +224,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     configs = tuning_grid() if args.configs == "grid" else json.loads(Path(args.configs).read_text())
     part, parts = (int(v) for v in args.part.split("/"))
     mine = configs[part::parts]
-    cases = [make_case(s, tuple(args.shape), args.views[0], kind=kind, noise=args.noise, placement=args.placement)
+    cases = [make_case(s, tuple(args.shape), args.views[0], kind=kind, noise=args.noise, placement=args.placement,
+                       coherence=_coherence(args))
              for kind in args.phantoms for s in args.seeds]
     labels = [kind for kind in args.phantoms for _ in args.seeds]
     out = Path(args.out)
@@ -320,6 +341,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source-warmup", type=int, default=50, help="bench --perturb: warm-up iterations of the third arm")
     p.add_argument("--estimate-sources", action="store_true",
                    help="bench: give the fit the positions estimated from the images, fixed and with the warm-up")
+    p.add_argument("--partial-coherence", action="store_true",
+                   help="simulate partially coherent fluorescence (simulate.diffraction.TYPICAL_PARTIAL_COHERENCE)")
+    p.add_argument("--coherence-masks", type=float, nargs="+", default=[0.0],
+                   help="bench: one arm per coherence-mask fraction of the spot radius (0: no mask)")
     p.add_argument("--only-warmup", action="store_true", help="bench --perturb: only the warm-up arm")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")

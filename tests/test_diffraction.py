@@ -76,6 +76,16 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
     assert any("refined first, for 50 iterations" in m for m in said)  # the warm-up an estimate gets by default
 
 
+def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):
+    root, ri = acquisition
+    out = run_job(_job(root, coherence_mask=0.9, iterations=5))["result"]
+    assert out.shape == ri.shape and np.isfinite(out).all()
+    job = _job(root, coherence_mask=0.9, iterations=5)
+    job.volume[1] = 0.3
+    with pytest.raises(InputError, match="coherence mask of image 1: it shows no spot"):
+        run_job(job)
+
+
 def test_the_index_is_previewed_while_fitting_and_cancel_keeps_the_estimate(acquisition, monkeypatch):
     from napari_voxrecon.methods import diffraction_methods
 

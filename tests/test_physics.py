@@ -194,6 +194,11 @@ def test_simulated_diffraction_images_see_the_sample_and_write_the_contract_file
     water = forward_images(torch.zeros(8, 32, 32), torch.from_numpy(sources), optics, pad=16).numpy()
     water /= water.max()
     assert np.abs(images - water).max() > 0.05
+    assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "hazy.tif"), "--views", "3",
+                 "--sources-out", str(tmp_path / "src2.json"), "--seed", "1", "--haze", "0.1", "--bandwidth", "0.03",
+                 "--source-size", "0.1", "-q"]) == 0
+    hazy = read_volume(tmp_path / "hazy.tif").data
+    assert hazy.min() > images.min() + 0.02  # the haze lifts the dark surround
     (tmp_path / "flat.tif").unlink(missing_ok=True)
     write_volume(tmp_path / "fluo.tif", ri * 1000)
     assert main(["simulate", "diffraction", str(tmp_path / "fluo.tif"), "-o", str(tmp_path / "x.tif"), "--views", "2",
@@ -309,3 +314,27 @@ def test_support_pruning_and_sparsity_priors_act_on_every_representation():
     plain = fit_index(imgs, src, optics, 8, "nvp", FitConfig(iterations=20, pad=8, calibrate=False))
     sparse = fit_index(imgs, src, optics, 8, "nvp", FitConfig(iterations=20, pad=8, calibrate=False, sparsity=0.1))
     assert np.abs(sparse.dn).mean() < 0.7 * np.abs(plain.dn).mean()
+
+
+def test_partially_coherent_fluorescence_washes_out_fringes_and_adds_haze():
+    from napari_voxrecon.simulate.diffraction import PartialCoherence, draw_sources, simulate_diffraction
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    optics = Optics()
+    shape = (8, 48, 48)
+    ri = make_ri_phantom(shape, "cell", seed=1, voxel_size=optics.voxel_size, n_background=optics.n_background)
+    src = draw_sources(shape, optics, 2, seed=1)
+    coherent = simulate_diffraction(ri, optics, src, 0.0, pad=8)
+    assert np.array_equal(coherent, simulate_diffraction(ri, optics, src, 0.0, pad=8, coherence=PartialCoherence()))
+    blurred = simulate_diffraction(ri, optics, src, 0.0, pad=8, coherence=PartialCoherence(bandwidth=0.04, source_size=0.15))
+
+    def detail(img):  # energy of the finest fringes: the Laplacian
+        return float(np.mean((4 * img[:, 1:-1, 1:-1] - img[:, :-2, 1:-1] - img[:, 2:, 1:-1] - img[:, 1:-1, :-2]
+                              - img[:, 1:-1, 2:]) ** 2) / np.mean(img) ** 2)
+
+    assert detail(blurred) < 0.7 * detail(coherent)
+    hazy = simulate_diffraction(ri, optics, src, 0.0, pad=8, coherence=PartialCoherence(haze=0.1))
+    dark = coherent < 0.01
+    assert dark.any() and float(hazy[dark].min()) > 0.03  # the dark surround now glows
+    with pytest.raises(InputError, match="partial coherence"):
+        simulate_diffraction(ri, optics, src, 0.0, pad=8, coherence=PartialCoherence(haze=-1))

@@ -53,3 +53,29 @@ def test_images_without_a_spot_are_named():
         estimate_sources(images, Optics(), 8)
     with pytest.raises(InputError, match="stack of K spot images"):
         estimate_sources(np.ones((32, 32)), Optics(), 8)
+
+
+def test_the_coherence_mask_is_the_spot_disc_and_the_masked_loss_ignores_what_lies_outside():
+    from napari_voxrecon.models.diffraction_fit import image_loss
+    from napari_voxrecon.physics.source_fit import coherence_masks
+
+    optics = Optics()
+    truth = torch.tensor([[-6.0, 4.0, 5.0], [-4.0, 6.0, 4.0]])
+    with torch.no_grad():
+        images = forward_images(torch.zeros(8, 64, 64), truth, optics, pad=16)
+    masks = coherence_masks(images.numpy(), optics, 0.8)
+    assert masks.shape == images.shape and set(np.unique(masks)) == {0.0, 1.0}
+    rho = [fit_spot(img, 0.2).rho for img in images.numpy()]
+    for m, (_, y, x), r in zip(masks, truth.numpy(), rho):
+        iy, ix = int(round(y / 0.2)), int(round(x / 0.2))
+        assert m[iy, ix] == 1 and m.sum() * 0.04 == pytest.approx(math.pi * (0.8 * r) ** 2, rel=0.1)
+    assert rho[0] > rho[1]  # the deeper source's disc is the wider
+
+    w = torch.from_numpy(masks)
+    pred = images * 1.7 + 0.01 * torch.rand_like(images)
+    assert float(image_loss(pred, images, 0.2, torch.ones_like(images))) == pytest.approx(float(image_loss(pred, images, 0.2)), rel=1e-5)
+    far = pred.clone()  # changed only more than the SSIM window's half width outside the mask
+    far[(torch.nn.functional.max_pool2d(w[:, None], 9, 1, 4)[:, 0] == 0)] += 0.5
+    assert float(image_loss(far, images, 0.0, w)) == pytest.approx(float(image_loss(pred, images, 0.0, w)), rel=1e-6)
+    assert float(image_loss(far, images, 0.2, w)) == pytest.approx(float(image_loss(pred, images, 0.2, w)), rel=1e-6)
+    assert float(image_loss(far, images, 0.2)) > float(image_loss(pred, images, 0.2))

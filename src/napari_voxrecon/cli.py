@@ -120,7 +120,7 @@ def _simulate_diffraction(args: argparse.Namespace) -> int:
     from .io import read_volume
     from .io.formats import check_output_path
     from .physics.optics import Optics
-    from .simulate.diffraction import draw_sources, simulate_diffraction, write_sources
+    from .simulate.diffraction import PartialCoherence, draw_sources, simulate_diffraction, write_sources
 
     optics_out = Path(args.optics_out) if args.optics_out else Path(args.output).with_name(Path(args.output).name.split(".")[0] + "_optics.json")
     for extra in (Path(args.sources_out), optics_out):
@@ -133,7 +133,8 @@ def _simulate_diffraction(args: argparse.Namespace) -> int:
         optics = replace(optics, voxel_size=tuple(float(v) for v in vol.voxel_size))  # the volume's own grid
     optics = replace(optics, depth=int(vol.data.shape[0]))  # what a reconstruction rebuilds by default
     sources = draw_sources(vol.data.shape, optics, args.views, args.placement, args.seed)
-    images = simulate_diffraction(vol.data, optics, sources, args.noise_level, args.seed)
+    coherence = PartialCoherence(bandwidth=args.bandwidth, source_size=args.source_size, haze=args.haze)
+    images = simulate_diffraction(vol.data, optics, sources, args.noise_level, args.seed, coherence=coherence)
     cam = optics.camera_pixel or optics.voxel_size[2]
     _write(args.output, images, (1.0, cam, cam), args.overwrite, args.quiet)
     write_sources(args.sources_out, sources)
@@ -522,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optics-out", help="where to write the optics used (default: OUTPUT's name + _optics.json)")
     p.add_argument("--placement", choices=["below", "inside"], default="below", help="sources 2 µm below the sample, or in its lower half")
     p.add_argument("--noise-level", type=float, default=0.0, help="relative Poisson noise at the brightest level")
+    p.add_argument("--bandwidth", type=float, default=0.0, help="partial coherence: width (µm) of the emission band (default 0)")
+    p.add_argument("--source-size", type=float, default=0.0, help="partial coherence: extent (µm, std) of each emitter (default 0)")
+    p.add_argument("--haze", type=float, default=0.0, help="incoherent out-of-focus background, relative to the peak (default 0)")
     p.add_argument("--seed", type=int, default=0)
     _add_common_output(p)
     p_sim.set_defaults(func=_cmd_simulate)

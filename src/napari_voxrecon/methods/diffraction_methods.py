@@ -59,6 +59,9 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
               "background medium (about 50 when the given positions may be off by tenths of a µm; without a sources file "
               f"0 means {ESTIMATED_SOURCE_WARMUP})", min=0, max=100000),
+        Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
+              "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
+              "at its edge); 0: every pixel", min=0.0, max=2.0),
     )
 
 
@@ -88,7 +91,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                           "; self-calibration is off, so they stay as estimated"))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
-                     calibrate=p["calibrate"], source_warmup=warmup, seed=ctx.seed)
+                     calibrate=p["calibrate"], source_warmup=warmup, coherence_mask=p["coherence_mask"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None

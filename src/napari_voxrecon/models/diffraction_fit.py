@@ -10,7 +10,9 @@ optimised jointly when ``calibrate`` (self-calibration, starting from the given 
 fractions of the iterations. With ``prune``, the index is restricted at each of ``prune_at``
 (fractions of the iterations, each narrowing the last) to the support the estimate has reached
 (sparse voxel grids' pruning of empty cells): views from one side leave the depth direction
-nearly unseen, and without it the index smears along depth into empty medium.
+nearly unseen, and without it the index smears along depth into empty medium. With
+``coherence_mask``, the image terms count only each spot's blur disc (``physics.source_fit.
+coherence_masks``): where a coherent model can explain partially coherent fluorescence.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..physics.optics import Optics
+from ..physics.source_fit import coherence_masks
 from ..physics.wave_optics import forward_images
 from .index_fields import NVPField, make_field
 
@@ -46,6 +49,7 @@ class FitConfig:
     prune_at: tuple[float, ...] = (0.3,)  # fractions of the iterations (NVP: the first before its grid refines at the same step); each later one prunes within the last support
     prune_margin: tuple[int, int, int] = PRUNE_MARGIN  # voxels (z, y, x) kept around the support
     ssim_weight: float = 0.2  # λ
+    coherence_mask: float = 0.0  # > 0: the loss sees only pixels within this fraction of each spot's fitted radius (0: all)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -69,8 +73,9 @@ def _gaussian_window(size: int = 7, sigma: float = 1.5, device: torch.device | s
     return (g[:, None] * g[None, :])[None, None]
 
 
-def ssim_images(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM of (K, H, W) image stacks (Gaussian window 7, sigma 1.5), differentiable."""
+def ssim_images(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM of (K, H, W) image stacks (Gaussian window 7, sigma 1.5), differentiable;
+    with ``weight`` (K, H, W), the weighted mean of the SSIM map."""
     win = _gaussian_window(device=a.device)
     a, b = a[:, None], b[:, None]
     pad = win.shape[-1] // 2
@@ -80,17 +85,27 @@ def ssim_images(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> to
     sab = F.conv2d(a * b, win, padding=pad) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
-    return s.mean()
+    if weight is None:
+        return s.mean()
+    return (s[:, 0] * weight).sum() / weight.sum().clamp_min(1e-20)
 
 
 def total_variation(dn: torch.Tensor) -> torch.Tensor:
     return sum((dn.diff(dim=i).abs().mean() for i in range(3)), torch.zeros((), device=dn.device)) / 0.01
 
 
-def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float) -> torch.Tensor:
-    scale = (pred * meas).sum() / (pred * pred).sum().clamp_min(1e-20)  # least-squares exposure
+def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 + L2 + λ (1 - SSIM)/2 after the least-squares exposure; with ``weight`` (K, H, W)
+    (the coherence mask) every term, and the exposure, counts the weighted pixels only."""
+    if weight is None:
+        scale = (pred * meas).sum() / (pred * pred).sum().clamp_min(1e-20)  # least-squares exposure
+        p = pred * scale
+        return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
+    scale = (weight * pred * meas).sum() / (weight * pred * pred).sum().clamp_min(1e-20)
     p = pred * scale
-    return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
+    n = weight.sum().clamp_min(1e-20)
+    return ((weight * (p - meas).abs()).sum() + (weight * (p - meas) ** 2).sum()) / n \
+        + ssim_weight * (1 - ssim_images(p, meas, weight=weight)) / 2
 
 
 def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = PRUNE_MARGIN) -> torch.Tensor:
@@ -130,6 +145,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     shape = (int(depth), h * b, w * b)
     meas = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
     meas = meas / meas.max().clamp_min(1e-20)
+    weight = None
+    if cfg.coherence_mask > 0:
+        weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
@@ -170,7 +188,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             opt = optimiser()  # the refined grid is a new parameter
         dn = torch.zeros(shape, device=meas.device) if warming else net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
-        loss = image_loss(pred, meas, cfg.ssim_weight) + cfg.tv * total_variation(dn)
+        loss = image_loss(pred, meas, cfg.ssim_weight, weight) + cfg.tv * total_variation(dn)
         if cfg.sparsity:
             loss = loss + cfg.sparsity * dn.abs().mean() / 0.01
         step_opt = source_opt if warming else opt

@@ -134,6 +134,37 @@ def defocus_table(optics: Optics, max_defocus: float, points: int = 32) -> tuple
     return defocus, np.maximum.accumulate(rho)
 
 
+def _camera(optics: Optics) -> tuple[float, float]:
+    """(camera pixel µm, centre of camera pixel 0 in the grid's frame µm): a binned pixel
+    covers grid pixels 0..b-1, so its centre lies (b - 1) / 2 grid pixels in."""
+    _, dy, _ = optics.voxel_size
+    return dy * optics.binning, (optics.binning - 1) / 2 * dy
+
+
+def coherence_masks(images: np.ndarray, optics: Optics, fraction: float) -> np.ndarray:
+    """(K, H, W) 0/1 masks for the image loss: the pixels within ``fraction`` of each image's
+    fitted spot radius from its centre (NVP paper's coherence mask).
+
+    The model's point source is coherent; real fluorescence is not (an emission band, an
+    extended emitter, out-of-focus haze), and the mismatch is worst outside the blur disc (haze
+    only) and at its sharp edge (fringes the partial coherence washes out), so the loss keeps
+    the disc's interior. Taken from the data, the mask does not depend on the positions given."""
+    images = np.asarray(images)
+    cam, offset = _camera(optics)
+    k, h, w = images.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = offset + cam * yy, offset + cam * xx
+    masks = np.zeros(images.shape, np.float32)
+    for i, img in enumerate(images):
+        try:
+            spot = fit_spot(img, cam, offset)
+        except InputError as err:
+            raise InputError(f"cannot place the coherence mask of image {i}: it {err}; set the coherence mask to 0.") from None
+        radius = max(fraction * spot.rho, 3 * cam)  # an in-focus spot keeps at least its core
+        masks[i] = (yy - spot.y) ** 2 + (xx - spot.x) ** 2 <= radius ** 2
+    return masks
+
+
 @dataclass(frozen=True)
 class SourceEstimate:
     positions: np.ndarray  # (K, 3) µm, z y x
@@ -147,9 +178,7 @@ def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[0] == 0:
         raise InputError(f"estimating source positions needs a stack of K spot images (K, H, W), not shape {images.shape}.")
-    _, dy, _ = optics.voxel_size
-    b = optics.binning
-    cam = dy * b
+    cam, offset = _camera(optics)
     field = cam * max(images.shape[1:])
     max_d = 2 * field if max_defocus is None else float(max_defocus)
     table_d, table_rho = defocus_table(optics, max_d)
@@ -158,7 +187,7 @@ def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus
     spots, positions = [], []
     for k, img in enumerate(images):
         try:
-            spot = fit_spot(img, cam, (b - 1) / 2 * dy)
+            spot = fit_spot(img, cam, offset)
         except InputError as err:
             raise InputError(f"cannot estimate the source of image {k}: it {err}; give a sources file instead.") from None
         if spot.rho > table_rho[-1]:
