@@ -17,7 +17,7 @@ on, never seen while tuning.
     # no sources file: positions estimated from the spots (generalised Gaussian fit), then refined
     python benchmarks/diffraction_models.py bench --views 6 --estimate-sources
     # partially coherent fluorescence (emission band, extended emitter, haze), with and without the coherence mask
-    python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --coherence-masks 0 0.9
+    python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --alignments none background=1,blur=1
     # time and peak memory of one fit per grid size
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
@@ -118,6 +118,24 @@ def _coherence_words(args: argparse.Namespace) -> str:
             f"{pc.source_size} µm std, incoherent haze {pc.haze:.0%} of the peak)")
 
 
+#: bench --alignments: spec keys -> FitConfig fields
+ALIGNMENT_KEYS = {"mask": "coherence_mask", "background": "background_order", "blur": "compare_blur"}
+
+
+def _alignment(spec: str) -> dict[str, Any]:
+    """'none' or e.g. 'background=1,blur=1,mask=0.9' -> FitConfig overrides (all off otherwise)."""
+    out: dict[str, Any] = {"coherence_mask": 0.0, "background_order": -1, "compare_blur": 0.0}
+    for part in ([] if spec == "none" else spec.split(",")):
+        key, value = part.split("=")
+        field_name = ALIGNMENT_KEYS[key.strip()]
+        out[field_name] = int(value) if field_name == "background_order" else float(value)
+    return out
+
+
+def _alignment_words(spec: str) -> str:
+    return "no coherence alignment" if spec == "none" else "alignment " + spec
+
+
 def _device_words(device: str) -> str:
     import os
 
@@ -149,13 +167,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 err = np.sqrt(np.sum((est - case.sources) ** 2, axis=1))
                 print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
                       f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
-        if args.coherence_masks != [0.0]:
-            arms = [(label + (f", coherence mask {m}" if m else ", no coherence mask"), calibrate, warmup, m)
-                    for label, calibrate, warmup in arms for m in args.coherence_masks]
+        if args.alignments != ["none"]:
+            arms = [(label + f", {_alignment_words(a)}", calibrate, warmup, _alignment(a))
+                    for label, calibrate, warmup in arms for a in args.alignments]
         else:
-            arms = [(*arm, 0.0) for arm in arms]
+            arms = [(*arm, {}) for arm in arms]
         for kind in args.methods:
-            for label, calibrate, warmup, mask in arms:
+            for label, calibrate, warmup, align in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
@@ -163,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        source_warmup=warmup, coherence_mask=mask))
+                                        source_warmup=warmup, **align))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -343,8 +361,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="bench: give the fit the positions estimated from the images, fixed and with the warm-up")
     p.add_argument("--partial-coherence", action="store_true",
                    help="simulate partially coherent fluorescence (simulate.diffraction.TYPICAL_PARTIAL_COHERENCE)")
-    p.add_argument("--coherence-masks", type=float, nargs="+", default=[0.0],
-                   help="bench: one arm per coherence-mask fraction of the spot radius (0: no mask)")
+    p.add_argument("--alignments", nargs="+", default=["none"],
+                   help="bench: one arm per coherence alignment, 'none' or e.g. 'background=1,blur=1,mask=0.9' "
+                        "(background polynomial order, comparison blur in camera pixels, coherence-mask fraction)")
     p.add_argument("--only-warmup", action="store_true", help="bench --perturb: only the warm-up arm")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")

@@ -78,7 +78,7 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
 
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):
     root, ri = acquisition
-    out = run_job(_job(root, coherence_mask=0.9, iterations=5))["result"]
+    out = run_job(_job(root, coherence_mask=0.9, background=1, blur=1.0, iterations=5))["result"]
     assert out.shape == ri.shape and np.isfinite(out).all()
     job = _job(root, coherence_mask=0.9, iterations=5)
     job.volume[1] = 0.3

@@ -338,3 +338,24 @@ def test_partially_coherent_fluorescence_washes_out_fringes_and_adds_haze():
     assert dark.any() and float(hazy[dark].min()) > 0.03  # the dark surround now glows
     with pytest.raises(InputError, match="partial coherence"):
         simulate_diffraction(ri, optics, src, 0.0, pad=8, coherence=PartialCoherence(haze=-1))
+
+
+def test_the_loss_absorbs_a_per_view_smooth_background_and_the_blur_keeps_a_flat_image_flat():
+    from napari_voxrecon.models.diffraction_fit import background_basis, gaussian_blur, image_loss
+
+    torch.manual_seed(0)
+    pred = torch.rand(3, 20, 24)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 20), torch.linspace(-1, 1, 24), indexing="ij")
+    haze = torch.stack([0.1 + 0.2 * yy, 0.3 - 0.1 * xx + 0.05 * yy, 0 * yy])  # a different plane per view
+    meas = 2.5 * pred + haze
+    ones = torch.ones_like(meas)
+    assert float(image_loss(pred, meas, 0.2)) > 0.05  # exposure alone cannot explain the haze
+    assert float(image_loss(pred, meas, 0.2, None, background_basis(ones, 1))) < 1e-5
+    assert float(image_loss(pred, 2.5 * pred + yy ** 2, 0.0, None, background_basis(ones, 1))) > 1e-3  # a plane cannot fit a parabola
+    assert float(image_loss(pred, 2.5 * pred + yy ** 2, 0.0, None, background_basis(ones, 2))) < 1e-6
+    flat = gaussian_blur(torch.full((2, 8, 8), 3.0), 1.5)
+    assert torch.allclose(flat, torch.full_like(flat, 3.0))
+    dot = torch.zeros(1, 15, 15)
+    dot[0, 7, 7] = 1
+    blurred = gaussian_blur(dot, 1.0)
+    assert float(blurred.sum()) == pytest.approx(1.0, rel=1e-5) and float(blurred.max()) < 0.2

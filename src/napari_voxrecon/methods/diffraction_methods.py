@@ -62,6 +62,13 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
               "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
               "at its edge); 0: every pixel", min=0.0, max=2.0),
+        Param("background", int, d.get("background_order", -1), "coherence alignment: each image may carry a smooth "
+              "incoherent background (out-of-focus fluorescence), a polynomial in x, y of this order fitted per image "
+              "(-1: none)", min=-1, max=4),
+        Param("blur", float, d.get("compare_blur", 0.0), "coherence alignment: compare images and predictions blurred "
+              "by a Gaussian of this many camera pixels, since partially coherent fluorescence (an emission band, an "
+              "emitter of finite size) washes out the finest fringes a coherent model predicts (0: unblurred)",
+              min=0.0, max=10.0),
     )
 
 
@@ -91,7 +98,8 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                           "; self-calibration is off, so they stay as estimated"))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
-                     calibrate=p["calibrate"], source_warmup=warmup, coherence_mask=p["coherence_mask"], seed=ctx.seed)
+                     calibrate=p["calibrate"], source_warmup=warmup, coherence_mask=p["coherence_mask"],
+                     background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None

@@ -17,6 +17,7 @@ coherence_masks``): where a coherent model can explain partially coherent fluore
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Generator
@@ -50,6 +51,8 @@ class FitConfig:
     prune_margin: tuple[int, int, int] = PRUNE_MARGIN  # voxels (z, y, x) kept around the support
     ssim_weight: float = 0.2  # λ
     coherence_mask: float = 0.0  # > 0: the loss sees only pixels within this fraction of each spot's fitted radius (0: all)
+    background_order: int = -1  # >= 0: each view may add a smooth incoherent background, a polynomial of this order (-1: none)
+    compare_blur: float = 0.0  # > 0: images and predictions are compared blurred by a Gaussian of this many camera pixels
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -94,15 +97,53 @@ def total_variation(dn: torch.Tensor) -> torch.Tensor:
     return sum((dn.diff(dim=i).abs().mean() for i in range(3)), torch.zeros((), device=dn.device)) / 0.01
 
 
-def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+def background_basis(weight: torch.Tensor, order: int) -> torch.Tensor:
+    """(K, H·W, P) orthonormal basis, over each view's weighted pixels, of the polynomials in
+    (y, x) up to ``order``: the smooth incoherent background (out-of-focus fluorescence) a view
+    may carry on top of what the coherent model predicts. ``weight``: (K, H, W)."""
+    k, h, w = weight.shape
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=weight.device), torch.linspace(-1, 1, w, device=weight.device),
+                            indexing="ij")
+    terms = torch.stack([(yy ** i * xx ** j).reshape(-1) for i in range(order + 1) for j in range(order + 1 - i)], 1)
+    q, _ = torch.linalg.qr(terms[None] * weight.reshape(k, -1, 1))
+    return q
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(K, H, W) images blurred by a Gaussian of ``sigma`` pixels (reflecting edges)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    out = F.pad(images[:, None], (r, r, r, r), mode="reflect")
+    out = F.conv2d(out, g.view(1, 1, 1, -1))
+    return F.conv2d(out, g.view(1, 1, -1, 1))[:, 0]
+
+
+def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weight: torch.Tensor | None = None,
+               background: torch.Tensor | None = None) -> torch.Tensor:
     """L1 + L2 + λ (1 - SSIM)/2 after the least-squares exposure; with ``weight`` (K, H, W)
-    (the coherence mask) every term, and the exposure, counts the weighted pixels only."""
-    if weight is None:
+    (the coherence mask) every term, and the exposure, counts the weighted pixels only; with
+    ``background`` (``background_basis``) each view may add a smooth background, fitted with
+    the exposure by least squares (the basis projected out before the exposure is solved)."""
+    if weight is None and background is None:
         scale = (pred * meas).sum() / (pred * pred).sum().clamp_min(1e-20)  # least-squares exposure
         p = pred * scale
         return (p - meas).abs().mean() + ((p - meas) ** 2).mean() + ssim_weight * (1 - ssim_images(p, meas)) / 2
-    scale = (weight * pred * meas).sum() / (weight * pred * pred).sum().clamp_min(1e-20)
-    p = pred * scale
+    if weight is None:
+        weight = torch.ones_like(meas)
+    k = pred.shape[0]
+    pw, mw = (pred * weight).reshape(k, -1), (meas * weight).reshape(k, -1)
+    if background is None:
+        scale = (pw * mw).sum() / (pw * pw).sum().clamp_min(1e-20)
+        p = pred * scale
+    else:
+        def smooth(x: torch.Tensor) -> torch.Tensor:  # projection onto the background polynomials
+            return (background @ (background.transpose(1, 2) @ x[..., None]))[..., 0]
+
+        pr, mr = pw - smooth(pw), mw - smooth(mw)
+        scale = (pr * mr).sum() / (pr * pr).sum().clamp_min(1e-20)
+        p = pred * scale + smooth(mw - scale * pw).reshape(pred.shape)
     n = weight.sum().clamp_min(1e-20)
     return ((weight * (p - meas).abs()).sum() + (weight * (p - meas) ** 2).sum()) / n \
         + ssim_weight * (1 - ssim_images(p, meas, weight=weight)) / 2
@@ -148,6 +189,11 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     weight = None
     if cfg.coherence_mask > 0:
         weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
+    if cfg.compare_blur > 0:
+        meas = gaussian_blur(meas, cfg.compare_blur)
+    basis = None
+    if cfg.background_order >= 0:
+        basis = background_basis(torch.ones_like(meas) if weight is None else weight, cfg.background_order)
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
@@ -188,7 +234,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             opt = optimiser()  # the refined grid is a new parameter
         dn = torch.zeros(shape, device=meas.device) if warming else net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
-        loss = image_loss(pred, meas, cfg.ssim_weight, weight) + cfg.tv * total_variation(dn)
+        if cfg.compare_blur > 0:
+            pred = gaussian_blur(pred, cfg.compare_blur)
+        loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis) + cfg.tv * total_variation(dn)
         if cfg.sparsity:
             loss = loss + cfg.sparsity * dn.abs().mean() / 0.01
         step_opt = source_opt if warming else opt
