@@ -359,3 +359,4 @@ def test_the_loss_absorbs_a_per_view_smooth_background_and_the_blur_keeps_a_flat
     dot[0, 7, 7] = 1
     blurred = gaussian_blur(dot, 1.0)
     assert float(blurred.sum()) == pytest.approx(1.0, rel=1e-5) and float(blurred.max()) < 0.2
+    assert gaussian_blur(torch.rand(2, 8, 8), 5.0).shape == (2, 8, 8)  # a kernel wider than the image

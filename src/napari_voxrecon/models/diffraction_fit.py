@@ -12,7 +12,9 @@ fractions of the iterations. With ``prune``, the index is restricted at each of 
 (sparse voxel grids' pruning of empty cells): views from one side leave the depth direction
 nearly unseen, and without it the index smears along depth into empty medium. With
 ``coherence_mask``, the image terms count only each spot's blur disc (``physics.source_fit.
-coherence_masks``): where a coherent model can explain partially coherent fluorescence.
+coherence_masks``); with ``background_order`` each view may add a smooth incoherent background
+and with ``compare_blur`` images and predictions are compared blurred: the coherence alignment
+that lets a coherent model explain partially coherent fluorescence.
 """
 
 from __future__ import annotations
@@ -110,12 +112,13 @@ def background_basis(weight: torch.Tensor, order: int) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(K, H, W) images blurred by a Gaussian of ``sigma`` pixels (reflecting edges)."""
+    """(K, H, W) images blurred by a Gaussian of ``sigma`` pixels (edges replicated: unlike
+    reflection, that works for a kernel wider than the image)."""
     r = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
-    out = F.pad(images[:, None], (r, r, r, r), mode="reflect")
+    out = F.pad(images[:, None], (r, r, r, r), mode="replicate")
     out = F.conv2d(out, g.view(1, 1, 1, -1))
     return F.conv2d(out, g.view(1, 1, -1, 1))[:, 0]
 

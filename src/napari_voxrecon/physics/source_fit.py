@@ -54,6 +54,7 @@ def _model(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
 def fit_spot(image: np.ndarray, pixel: float, offset: float = 0.0) -> SpotFit:
     """Least-squares generalised Gaussian of one spot image (H, W) with square pixels of
     ``pixel`` µm whose pixel (0, 0) is centred at (``offset``, ``offset``) µm."""
+    from scipy.ndimage import uniform_filter
     from scipy.optimize import least_squares
 
     img = np.asarray(image, dtype=np.float64)
@@ -62,8 +63,6 @@ def fit_spot(image: np.ndarray, pixel: float, offset: float = 0.0) -> SpotFit:
     h, w = img.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     yy, xx = offset + pixel * yy, offset + pixel * xx
-    from scipy.ndimage import uniform_filter
-
     lo, hi = float(np.percentile(img, 5)), float(uniform_filter(img, 3, mode="nearest").max())  # a peak robust to noise
     if not np.isfinite(img).all() or hi - lo <= 1e-12 * max(abs(hi), 1.0):
         raise InputError("shows no spot (constant or non-finite values)")
@@ -90,14 +89,14 @@ def spot_image(defocus: float, optics: Optics, size: int) -> np.ndarray:
     the focal plane, through the background medium, at pixel (size // 2, size // 2)."""
     import torch
 
-    from .wave_optics import point_source_field, pupil
+    from .wave_optics import ifft2, point_source_field, pupil
 
     _, dy, dx = optics.voxel_size
     k0 = optics.k0
     src = torch.tensor([[-float(defocus), (size // 2) * dy, (size // 2) * dx]], dtype=torch.float32)
     with torch.no_grad():
         field = point_source_field(src, 0.0, (size, size), dy, dx, k0 * optics.n_background)
-        img = torch.fft.ifft2(torch.fft.fft2(field) * pupil(size, size, dy, dx, k0, optics.na)).abs()[0] ** 2
+        img = ifft2(torch.fft.fft2(field) * pupil(size, size, dy, dx, k0, optics.na)).abs()[0] ** 2
     return img.numpy()
 
 
