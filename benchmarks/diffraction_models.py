@@ -246,17 +246,22 @@ def cmd_tune(args: argparse.Namespace) -> None:
                        coherence=_coherence(args))
              for kind in args.phantoms for s in args.seeds]
     labels = [kind for kind in args.phantoms for _ in args.seeds]
+    # --estimate-sources: every configuration starts from the positions estimated from the spots
+    starts = [estimate_sources(c.images, c.optics, c.truth.shape[0]).positions if args.estimate_sources else None
+              for c in cases]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for cfg in mine:
         cfg = dict(cfg)
         kind = cfg.pop("kind")
-        if "refine_at" in cfg:
-            cfg["refine_at"] = tuple(cfg["refine_at"])
-        rows = [run_fit(case, kind, None, args.device, **cfg) for case in cases]
+        for key in ("refine_at", "prune_at"):
+            if key in cfg:
+                cfg[key] = tuple(cfg[key])
+        rows = [run_fit(case, kind, start, args.device, **cfg) for case, start in zip(cases, starts)]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         per_kind = {f"psnr_{k}": float(np.mean([r["psnr"] for r, lab in zip(rows, labels) if lab == k])) for k in args.phantoms}
-        record = {"kind": kind, **cfg, **mean, **per_kind, "psnr_each": [r["psnr"] for r in rows]}
+        record = {"kind": kind, **cfg, **mean, **per_kind, "psnr_each": [r["psnr"] for r in rows],
+                  "source_error_each": [r["source_error_um"] for r in rows]}
         with out.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)

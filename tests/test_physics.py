@@ -175,6 +175,16 @@ def test_tissue_phantom_holds_many_cells_at_different_depths():
     assert np.ptp([d[0] for d in depths]) > 8  # not all in one layer: no sum of planes describes it
 
 
+def test_a_larger_tissue_holds_more_cells_not_larger_ones():
+    from napari_voxrecon.simulate.ri_phantoms import TISSUE_REFERENCE_UM, tissue_cell_count
+
+    cube = np.full(3, TISSUE_REFERENCE_UM)
+    assert tissue_cell_count(cube, 9) == 9
+    assert tissue_cell_count(2 * cube, 9) == 72  # eight times the volume
+    assert tissue_cell_count(cube / 4, 9) == 1  # a tiny field still holds one
+    assert tissue_cell_count(100 * cube, 12) == 400  # capped: generation cost grows with the count
+
+
 def test_simulated_diffraction_images_see_the_sample_and_write_the_contract_files(tmp_path):
     from napari_voxrecon.cli import main
     from napari_voxrecon.io import read_volume, write_volume

@@ -5,8 +5,9 @@ Three kinds, in absolute refractive index around a background medium (default wa
   nucleus (+0.008-0.015 more), one to three nucleoli (+0.01-0.02 more) and organelles
   (mitochondria-like and lipid-droplet-like blobs, +0.01-0.05), the contrasts of live cells;
 - ``tubes``: vessel-like tubes (the fluorescence phantoms' tube renderer, +0.01-0.03);
-- ``tissue``: six to twelve smaller cells of the same make-up at random depths and
-  orientations through the volume, crossed by vessel-like tubes.
+- ``tissue``: smaller cells (radii 1.5-2.6 µm) of the same make-up at random depths and
+  orientations, six to twelve per 12.8 µm cube (more in a larger volume, not larger ones),
+  crossed by vessel-like tubes.
 Edges are smooth (a sigmoid over about one voxel), so the index is band-limited on its grid.
 """
 
@@ -20,6 +21,9 @@ from .phantoms import _random_rotation, clean_phantom
 
 RI_PHANTOM_KINDS = ("cell", "tubes", "tissue")
 DEFAULT_N_BACKGROUND = 1.33
+#: tissue: edge (µm) of the cube that holds six to twelve cells (the 32 x 64 x 64 grid at 0.4 x 0.2 x 0.2 µm)
+TISSUE_REFERENCE_UM = 12.8
+TISSUE_MAX_CELLS = 400
 
 
 def _soft(inside: np.ndarray, width: float = 1.0) -> np.ndarray:
@@ -70,6 +74,14 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
     return dn
 
 
+def tissue_cell_count(extent_um: np.ndarray, per_reference: int) -> int:
+    """Cells in a tissue of this extent (z, y, x µm): a tissue has a density, not a count, so
+    ``per_reference`` cells per TISSUE_REFERENCE_UM cube (their size is in µm too): a larger
+    field holds more cells rather than larger ones."""
+    n = per_reference * float(np.prod(extent_um)) / TISSUE_REFERENCE_UM ** 3
+    return min(TISSUE_MAX_CELLS, max(1, int(round(n))))
+
+
 def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Tissue: many smaller cells at every depth and orientation, crossed by vessel-like tubes
     (the paper's synthetic tissue: continuous and sparse structures). Unlike one or two large
@@ -77,8 +89,8 @@ def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generat
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
     extent = np.array(shape) * vox
     dn = np.zeros(shape, dtype=np.float32)
-    for _ in range(int(rng.integers(6, 13))):
-        size = rng.uniform(0.12, 0.2) * extent[1:].min()
+    for _ in range(tissue_cell_count(extent, int(rng.integers(6, 13)))):
+        size = rng.uniform(0.12, 0.2) * TISSUE_REFERENCE_UM
         radii = size * rng.uniform(0.7, 1.3, 3)
         centre = extent * rng.uniform(0.1, 0.9, 3)
         dn = np.maximum(dn, _cell(grid, vox, rng, centre, radii, _random_rotation(rng), organelles=(2, 6)))
