@@ -5,7 +5,7 @@ Three kinds, in absolute refractive index around a background medium (default wa
   nucleus (+0.008-0.015 more), one to three nucleoli (+0.01-0.02 more) and organelles
   (mitochondria-like and lipid-droplet-like blobs, +0.01-0.05), the contrasts of live cells;
 - ``tubes``: vessel-like tubes (the fluorescence phantoms' tube renderer, +0.01-0.03);
-- ``tissue``: smaller cells (radii 1.5-2.6 µm) of the same make-up at random depths and
+- ``tissue``: smaller cells (radii 1.5-2.6 µm, each axis ±30 %) of the same make-up at random depths and
   orientations, six to twelve per 12.8 µm cube (more in a larger volume, not larger ones),
   crossed by vessel-like tubes.
 Edges are smooth (a sigmoid over about one voxel), so the index is band-limited on its grid.
