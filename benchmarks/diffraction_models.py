@@ -49,7 +49,7 @@ from report import finish  # noqa: E402
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
 from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
-from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_WARMUP, estimate_sources  # noqa: E402
+from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimate_sources  # noqa: E402
 from napari_voxrecon.simulate.diffraction import (  # noqa: E402
     TYPICAL_PARTIAL_COHERENCE, PartialCoherence, draw_sources, simulate_diffraction)
 from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
@@ -153,14 +153,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                            coherence=_coherence(args)) for s in args.seeds]
-        arms = ([("true", True, 0)] if not perturbed else
-                [("perturbed, fixed", False, 0), ("perturbed, self-calibrated", True, 0),
-                 (f"perturbed, self-calibrated, {args.source_warmup} warm-up iterations", True, args.source_warmup)])
-        if perturbed and args.only_warmup:
-            arms = arms[-1:]
+        given_by = "estimated" if args.estimate_sources else "perturbed"
+        # arms: (label, calibrate, warm-up iterations, FitConfig fields of the schedule)
+        after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
+        joint = {**ESTIMATED_SOURCE_CALIBRATION, **after} if args.estimate_sources and not args.plain_joint else dict(after)
+        if args.anneal_blur is not None:
+            joint.update(anneal_blur=args.anneal_blur, anneal_until=ESTIMATED_SOURCE_CALIBRATION["anneal_until"])
+
+        def words(schedule: dict[str, float]) -> str:
+            out = f" from {schedule['calibrate_after']:g}" if "calibrate_after" in schedule else ""
+            if schedule.get("anneal_blur"):
+                out += f", blur {schedule['anneal_blur']:g} px annealed to {schedule['anneal_until']:g}"
+            return out
+
+        arms = {"true": ("true", True, 0, {}),
+                "fixed": (f"{given_by}, fixed", False, 0, {}),
+                "joint": (f"{given_by}, joint calibration{words(joint)}", True, 0, joint),
+                "warmup": (f"{given_by}, {args.source_warmup} warm-up iterations + joint{words(after)}", True,
+                           args.source_warmup, after)}
+        names = args.arms or (["true"] if not (perturbed or args.estimate_sources) else ["fixed", "joint", "warmup"])
+        arms = [arms[n] for n in names]
         if args.estimate_sources:
-            arms = [("estimated, fixed", False, 0),
-                    (f"estimated, self-calibrated, {ESTIMATED_SOURCE_WARMUP} warm-up iterations", True, ESTIMATED_SOURCE_WARMUP)]
             for case in cases:
                 est = estimate_sources(case.images, case.optics, case.truth.shape[0]).positions
                 case.estimate = est
@@ -168,20 +181,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
                       f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
         if args.alignments != ["none"]:
-            arms = [(label + f", {_alignment_words(a)}", calibrate, warmup, _alignment(a))
-                    for label, calibrate, warmup in arms for a in args.alignments]
+            arms = [(label + f", {_alignment_words(a)}", calibrate, warmup, schedule, _alignment(a))
+                    for label, calibrate, warmup, schedule in arms for a in args.alignments]
         else:
             arms = [(*arm, {}) for arm in arms]
         for kind in args.methods:
-            for label, calibrate, warmup, align in arms:
+            for label, calibrate, warmup, schedule, align in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
-                    if perturbed:
+                    if label == "true":
+                        given = case.sources
+                    elif perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        source_warmup=warmup, **align))
+                                        source_warmup=warmup, **schedule, **align))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -261,7 +276,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         per_kind = {f"psnr_{k}": float(np.mean([r["psnr"] for r, lab in zip(rows, labels) if lab == k])) for k in args.phantoms}
         record = {"kind": kind, **cfg, **mean, **per_kind, "psnr_each": [r["psnr"] for r in rows],
-                  "source_error_each": [r["source_error_um"] for r in rows]}
+                  "source_error_each": [r["source_error_um"] for r in rows],
+                  "final_loss_each": [r["final_loss"] for r in rows]}
         with out.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
@@ -318,18 +334,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
     """Paired comparison over seeds of two methods' ``bench`` runs, read from the per-seed lines
     a bench prints to stderr (``--logs`` files, each ``path`` or ``label=path``: the label
     renames the method of that file, to compare two versions of one method; ``--pair`` names the two). Per views and
-    phantom kind, and over all kinds: mean PSNR / SSIM of each on the seeds both have, the
+    phantom kind, and over all kinds (lines of the source arm ``--arm``): mean PSNR / SSIM of each on the seeds both have, the
     PSNR difference as mean ± standard error over the seeds, and on how many the first scored higher."""
     import ast
     import re
 
-    line = re.compile(r"views (\d+) (\w+) (\w+) true seed (\d+): (\{.*\})")
+    line = re.compile(r"views (\d+) (\w+) (\w+) (.+?) seed (\d+): (\{.*\})")
     res: dict[tuple[str, str, str], dict[int, tuple[float, float]]] = {}
     for entry in args.logs:
         label, _, path = entry.rpartition("=")
         for m in filter(None, map(line.match, Path(path).read_text().splitlines())):
-            row = ast.literal_eval(m.group(5))
-            res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})[int(m.group(4))] = (row["psnr"], row["ssim"])
+            if m.group(4) != args.arm:
+                continue
+            row = ast.literal_eval(m.group(6))
+            res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})[int(m.group(5))] = (row["psnr"], row["ssim"])
     a, b = args.pair
     lines = [f"| views | phantom | seeds | {a} | {b} | {a} - {b} |", "|---|---|---|---|---|---|"]
     for views in sorted({v for v, _, _ in res}, key=int):
@@ -361,20 +379,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
-    p.add_argument("--source-warmup", type=int, default=50, help="bench --perturb: warm-up iterations of the third arm")
+    p.add_argument("--source-warmup", type=int, default=50, help="bench: warm-up iterations of the warm-up arm")
     p.add_argument("--estimate-sources", action="store_true",
-                   help="bench: give the fit the positions estimated from the images, fixed and with the warm-up")
+                   help="bench: give the fit the positions estimated from the images (arms as with --perturb)")
     p.add_argument("--partial-coherence", action="store_true",
                    help="simulate partially coherent fluorescence (simulate.diffraction.TYPICAL_PARTIAL_COHERENCE)")
     p.add_argument("--alignments", nargs="+", default=["none"],
                    help="bench: one arm per coherence alignment, 'none' or e.g. 'background=1,blur=1,mask=0.9' "
                         "(background polynomial order, comparison blur in camera pixels, coherence-mask fraction)")
-    p.add_argument("--only-warmup", action="store_true", help="bench --perturb: only the warm-up arm")
+    p.add_argument("--arms", nargs="+", choices=["true", "fixed", "joint", "warmup"],
+                   help="bench: the source arms (default: true; with --perturb or --estimate-sources: fixed joint warmup)")
+    p.add_argument("--calibrate-after", type=float,
+                   help="bench: fraction of the iterations before the sources move in the joint and warm-up arms "
+                        "(default: FitConfig's 0.5, for estimated positions the method's 0)")
+    p.add_argument("--anneal-blur", type=float,
+                   help="bench: the joint arm compares images blurred by this many camera pixels at first (narrowing "
+                        "to none as the method does for estimated positions)")
+    p.add_argument("--plain-joint", action="store_true",
+                   help="bench --estimate-sources: the joint arm without the method's blur annealing")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
     p.add_argument("--logs", nargs="+", help="compare: stderr logs of bench runs, each path or label=path")
     p.add_argument("--pair", nargs=2, default=["nvp", "triplane"], help="compare: the two methods or labels (default nvp triplane)")
+    p.add_argument("--arm", default="true", help="compare: the source arm of the lines compared, as bench labels it "
+                   "(default true; e.g. 'estimated, joint calibration from 0')")
     p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")

@@ -66,14 +66,37 @@ def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
         run_job(job)
 
 
-def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisition):
+def _fit_configs(monkeypatch) -> list:
+    """The FitConfig of every fit a job starts (the fit itself runs as usual)."""
+    from napari_voxrecon.models import diffraction_fit
+
+    seen, real = [], diffraction_fit.fit_steps
+
+    def spy(images, sources, optics, depth, kind="nvp", config=None, device="cpu"):
+        seen.append(config)
+        return real(images, sources, optics, depth, kind, config, device)
+
+    monkeypatch.setattr(diffraction_fit, "fit_steps", spy)
+    return seen
+
+
+def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisition, monkeypatch):
     root, ri = acquisition
+    seen = _fit_configs(monkeypatch)
     events = []
     out = run_job(_job(root, sources="", iterations=20), on_event=events.append)["result"]
     assert out.shape == ri.shape and np.isfinite(out).all()
     said = [e.message for e in events if isinstance(e, Progress)]
     assert any("no sources file: estimating the 4 source positions" in m for m in said)
-    assert any("refined first, for 50 iterations" in m for m in said)  # the warm-up an estimate gets by default
+    assert any("refined with the index from the start, the images compared blurred by 4 pixels at first" in m for m in said)
+    # estimates move with the index from the first iteration, compared blurred at first; given
+    # positions wait for half the fit, compared sharp
+    run_job(_job(root, iterations=2))
+    run_job(_job(root, iterations=2, anneal_blur=2.0))
+    run_job(_job(root, sources="", iterations=2, calibrate_after=0.25, anneal_blur=0.0))
+    run_job(_job(root, sources="", iterations=2, calibrate=False))
+    assert [(c.calibrate_after, c.anneal_blur, c.anneal_until) for c in seen] == [
+        (0.0, 4.0, 0.5), (0.5, 0.0, 0.3), (0.5, 2.0, 0.5), (0.25, 0.0, 0.5), (0.5, 0.0, 0.3)]
 
 
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):

@@ -370,3 +370,14 @@ def test_the_loss_absorbs_a_per_view_smooth_background_and_the_blur_keeps_a_flat
     blurred = gaussian_blur(dot, 1.0)
     assert float(blurred.sum()) == pytest.approx(1.0, rel=1e-5) and float(blurred.max()) < 0.2
     assert gaussian_blur(torch.rand(2, 8, 8), 5.0).shape == (2, 8, 8)  # a kernel wider than the image
+
+
+def test_an_annealed_comparison_blur_narrows_from_its_start_to_the_fixed_blur():
+    from napari_voxrecon.models.diffraction_fit import FitConfig, comparison_blur
+
+    assert comparison_blur(FitConfig(compare_blur=1.0), 1) == 1.0  # no annealing: the fixed blur throughout
+    cfg = FitConfig(iterations=100, anneal_blur=3.0, anneal_until=0.4, compare_blur=1.0)
+    sigmas = [comparison_blur(cfg, it) for it in range(1, 101)]
+    assert sigmas[0] == 3.0 and sigmas[20] == pytest.approx(2.0)  # halfway through the 40 annealed iterations
+    assert all(a >= b for a, b in zip(sigmas, sigmas[1:])) and set(sigmas[40:]) == {1.0}
+    assert comparison_blur(FitConfig(iterations=100, anneal_blur=2.0), 31) == 0.0  # to unblurred by default

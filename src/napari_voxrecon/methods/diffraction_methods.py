@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from ..engine.events import Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
-from ..physics.source_fit import ESTIMATED_SOURCE_WARMUP
+from ..physics.source_fit import ESTIMATED_SOURCE_CALIBRATION
 
 #: Seconds of fitting between two previews of the index volume.
 PREVIEW_SECONDS = 5.0
@@ -59,9 +59,18 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("prune", float, d["prune"], f"at {_percent(d['prune_at'])} of the iterations, keep the index only where it "
               "exceeds this fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
+        Param("calibrate_after", float, -1.0, "with calibrate: the fraction of the iterations before the source positions "
+              "start to move (-1: half of them with a sources file, so that the index settles around positions that "
+              f"should be right; {ESTIMATED_SOURCE_CALIBRATION['calibrate_after']:g}, from the start, for positions "
+              "estimated from the spots)", min=-1.0, max=1.0),
+        Param("anneal_blur", float, -1.0, "with calibrate: compare images and predictions blurred by this many camera "
+              f"pixels at first, narrowing to `blur` by {_percent((ESTIMATED_SOURCE_CALIBRATION['anneal_until'],))} of the fit, "
+              "so that a source off by tenths of a µm is not held in place by its spot's fringes (-1: "
+              f"{ESTIMATED_SOURCE_CALIBRATION['anneal_blur']:g} for positions estimated from the spots, 0 with a sources file)",
+              min=-1.0, max=20.0),
         Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
-              "background medium (about 50 when the given positions may be off by tenths of a µm; without a sources file "
-              f"0 means {ESTIMATED_SOURCE_WARMUP})", min=0, max=100000),
+              "background medium (about 50 when the given positions may be off by tenths of a µm and the sample refracts "
+              "weakly)", min=0, max=100000),
         Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
               "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
               "at its edge); 0: every pixel", min=0.0, max=2.0),
@@ -79,7 +88,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     import numpy as np
     import torch
 
-    from ..models.diffraction_fit import fit_steps, result_of
+    from ..models.diffraction_fit import FitConfig, fit_steps, result_of
     from ..physics.optics import Optics
     from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
@@ -87,21 +96,31 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     p = ctx.params
     optics = Optics.load(p["optics"] or None)
     depth = ctx.output_shape[0]
-    warmup = p["source_warmup"]
+    schedule = {"calibrate_after": FitConfig.calibrate_after}
     if p["sources"]:
         sources = read_sources(p["sources"])
     else:
         yield Progress(0, depth, f"no sources file: estimating the {ctx.volume.shape[0]} source positions from the spots")
         sources = estimate_sources(ctx.volume, optics, depth).positions
-        if p["calibrate"] and warmup == 0:
-            # estimates are off by a few tenths of a µm: fit them alone first (see the warm-up's comment in the fit)
-            warmup = ESTIMATED_SOURCE_WARMUP
+        if p["calibrate"]:  # estimates are off by tenths of a µm: refined with the index from the start, coarse to fine
+            schedule = dict(ESTIMATED_SOURCE_CALIBRATION)
+    for key in ("calibrate_after", "anneal_blur"):
+        if p[key] >= 0:
+            schedule[key] = p[key]
+    if schedule.get("anneal_blur", 0) > 0:
+        schedule.setdefault("anneal_until", ESTIMATED_SOURCE_CALIBRATION["anneal_until"])
+    if not p["sources"]:
+        after = schedule["calibrate_after"]
         yield Progress(0, depth, f"estimated source positions (z from {sources[:, 0].min():.2f} to {sources[:, 0].max():.2f} µm)"
-                       + (f"; they are refined first, for {warmup} iterations" if p["calibrate"] and warmup else
-                          "; self-calibration is off, so they stay as estimated"))
+                       + ("; self-calibration is off, so they stay as estimated" if not p["calibrate"] else
+                          "; they are refined with the index " + ("from the start" if after == 0 else
+                                                                  f"from {round(100 * after)} % of the fit on")
+                          + (f", the images compared blurred by {schedule['anneal_blur']:g} pixels at first"
+                             if schedule.get("anneal_blur", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
-                     calibrate=p["calibrate"], source_warmup=warmup, coherence_mask=p["coherence_mask"],
+                     calibrate=p["calibrate"], source_warmup=p["source_warmup"], **schedule,
+                     coherence_mask=p["coherence_mask"],
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)

@@ -14,7 +14,9 @@ nearly unseen, and without it the index smears along depth into empty medium. Wi
 ``coherence_mask``, the image terms count only each spot's blur disc (``physics.source_fit.
 coherence_masks``); with ``background_order`` each view may add a smooth incoherent background
 and with ``compare_blur`` images and predictions are compared blurred: the coherence alignment
-that lets a coherent model explain partially coherent fluorescence.
+that lets a coherent model explain partially coherent fluorescence. With ``anneal_blur`` the
+comparison starts that blurred and sharpens over the first ``anneal_until`` of the fit, so
+that sources given tenths of a µm off are not held by their spots' fringes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class FitConfig:
     lr: float = 0.02  # Adam, for the representation's parameters
     source_lr: float = 0.02  # Adam, µm, for the source positions
     calibrate: bool = True
-    calibrate_after: float = 0.5  # fraction of the iterations before the sources move (early on they drift to explain index errors)
+    calibrate_after: float = 0.5  # fraction of the iterations before the sources move (given positions drift early on to explain index errors; estimated ones start at 0)
     source_warmup: int = 0  # first iterations fit the sources alone through the background medium (Δn = 0)
     tv: float = 2e-3  # τ
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
@@ -55,6 +57,8 @@ class FitConfig:
     coherence_mask: float = 0.0  # > 0: the loss sees only pixels within this fraction of each spot's fitted radius (0: all)
     background_order: int = -1  # >= 0: each view may add a smooth incoherent background, a polynomial of this order (-1: none)
     compare_blur: float = 0.0  # > 0: images and predictions are compared blurred by a Gaussian of this many camera pixels
+    anneal_blur: float = 0.0  # > 0: the comparison blur starts this wide (camera pixels) and narrows linearly to compare_blur ...
+    anneal_until: float = 0.3  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -163,6 +167,18 @@ def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] 
     return F.max_pool3d(occupied, tuple(2 * m + 1 for m in margin), stride=1, padding=margin)[0, 0]
 
 
+def comparison_blur(cfg: FitConfig, iteration: int) -> float:
+    """Gaussian sigma (camera pixels) images and predictions are compared at in ``iteration``
+    (1-based): ``compare_blur``, or with ``anneal_blur`` a blur that starts that wide and
+    narrows linearly to ``compare_blur`` by ``anneal_until`` of the iterations. Coarse to fine
+    in the images, as in image registration: blurred, a spot's fringes no longer pin a source
+    that is off by a fraction of a fringe in a local minimum while the sources move."""
+    if cfg.anneal_blur <= 0:
+        return cfg.compare_blur
+    left = max(0.0, 1.0 - (iteration - 1) / max(1.0, cfg.anneal_until * cfg.iterations))
+    return cfg.compare_blur + (cfg.anneal_blur - cfg.compare_blur) * left
+
+
 @dataclass
 class FitStep:
     """One iteration's report: its loss and a way to render the current Δn (costs one forward)."""
@@ -192,8 +208,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     weight = None
     if cfg.coherence_mask > 0:
         weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
+    raw = meas
     if cfg.compare_blur > 0:
-        meas = gaussian_blur(meas, cfg.compare_blur)
+        meas = gaussian_blur(raw, cfg.compare_blur)
     basis = None
     if cfg.background_order >= 0:
         basis = background_basis(torch.ones_like(meas) if weight is None else weight, cfg.background_order)
@@ -214,7 +231,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     opt = optimiser()
     # Source warm-up: where each spot lands and how large its defocused disc is depends on the
     # source far more than on the weak index contrast, so positions given with errors of a
-    # fraction of a µm are fitted first, through the background medium, before any index is.
+    # fraction of a µm are fitted first, through the background medium, before any index is. It
+    # suits weakly refracting samples: behind a cell that acts as a lens it fits the sources to
+    # their lensed spots (positions estimated from the spots are calibrated jointly instead).
     warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
     source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
@@ -237,8 +256,11 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             opt = optimiser()  # the refined grid is a new parameter
         dn = torch.zeros(shape, device=meas.device) if warming else net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
-        if cfg.compare_blur > 0:
-            pred = gaussian_blur(pred, cfg.compare_blur)
+        sigma = comparison_blur(cfg, it)
+        if cfg.anneal_blur > 0:
+            meas = gaussian_blur(raw, sigma) if sigma > 0 else raw
+        if sigma > 0:
+            pred = gaussian_blur(pred, sigma)
         loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis) + cfg.tv * total_variation(dn)
         if cfg.sparsity:
             loss = loss + cfg.sparsity * dn.abs().mean() / 0.01

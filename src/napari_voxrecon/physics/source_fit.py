@@ -15,7 +15,7 @@ through a table of the same fit on simulated background-medium spots of known de
 (``defocus_table``), so the table absorbs the optics (NA, binning, the Airy core). The depth
 estimate assumes the source lies below the focal plane, as it does when its light crosses the
 sample towards the objective. The sample's index perturbs the spot (fringes, shifts of a
-fraction of a µm): the positions are a start for the fit's source warm-up, not final.
+fraction of a µm): the positions are a start for the fit's self-calibration, not final.
 """
 
 from __future__ import annotations
@@ -28,8 +28,14 @@ import numpy as np
 from ..errors import InputError
 from .optics import Optics
 
-#: Iterations of the source warm-up when the positions were estimated from the images.
-ESTIMATED_SOURCE_WARMUP = 50
+#: How the fit's self-calibration treats positions estimated from the images (``FitConfig``
+#: fields). The sources move jointly with the index from the first iteration: a warm-up through
+#: the background medium moves a source whose light crossed a refracting cell to where its
+#: lensed spot fits best, not to where it is, and the index then bends around that. And the
+#: images are compared blurred at first (4 camera pixels, narrowing to none by half the fit),
+#: so that a spot's fringes do not hold a source that is off by tenths of a µm in a local
+#: minimum. docs/benchmarks.md has the screens on the tuning phantoms and the held-out check.
+ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0, "anneal_until": 0.5}
 
 
 @dataclass(frozen=True)
