@@ -153,7 +153,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                            coherence=_coherence(args)) for s in args.seeds]
-        given_by = "estimated" if args.estimate_sources else "perturbed"
+        given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
         # arms: (label, calibrate, warm-up iterations, FitConfig fields of the schedule)
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
         joint = {**ESTIMATED_SOURCE_CALIBRATION, **after} if args.estimate_sources and not args.plain_joint else dict(after)
