@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import finish  # noqa: E402
 
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
-from napari_voxrecon.models.diffraction_fit import fit_index  # noqa: E402
+from napari_voxrecon.models.diffraction_fit import FitConfig, fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
 from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimate_sources  # noqa: E402
 from napari_voxrecon.simulate.diffraction import (  # noqa: E402
@@ -158,12 +158,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
         joint = {**ESTIMATED_SOURCE_CALIBRATION, **after} if args.estimate_sources and not args.plain_joint else dict(after)
         if args.anneal_blur is not None:
-            joint.update(anneal_blur=args.anneal_blur, anneal_until=ESTIMATED_SOURCE_CALIBRATION["anneal_until"])
+            joint["anneal_blur"] = args.anneal_blur
 
         def words(schedule: dict[str, float]) -> str:
             out = f" from {schedule['calibrate_after']:g}" if "calibrate_after" in schedule else ""
             if schedule.get("anneal_blur"):
-                out += f", blur {schedule['anneal_blur']:g} px annealed to {schedule['anneal_until']:g}"
+                out += f", blur {schedule['anneal_blur']:g} px annealed to {FitConfig.anneal_until:g}"
             return out
 
         arms = {"true": ("true", True, 0, {}),

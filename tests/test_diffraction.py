@@ -96,7 +96,7 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
     run_job(_job(root, sources="", iterations=2, calibrate_after=0.25, anneal_blur=0.0))
     run_job(_job(root, sources="", iterations=2, calibrate=False))
     assert [(c.calibrate_after, c.anneal_blur, c.anneal_until) for c in seen] == [
-        (0.0, 4.0, 0.5), (0.5, 0.0, 0.3), (0.5, 2.0, 0.5), (0.25, 0.0, 0.5), (0.5, 0.0, 0.3)]
+        (0.0, 4.0, 0.5), (0.5, 0.0, 0.5), (0.5, 2.0, 0.5), (0.25, 0.0, 0.5), (0.5, 0.0, 0.5)]
 
 
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):

@@ -380,4 +380,4 @@ def test_an_annealed_comparison_blur_narrows_from_its_start_to_the_fixed_blur():
     sigmas = [comparison_blur(cfg, it) for it in range(1, 101)]
     assert sigmas[0] == 3.0 and sigmas[20] == pytest.approx(2.0)  # halfway through the 40 annealed iterations
     assert all(a >= b for a, b in zip(sigmas, sigmas[1:])) and set(sigmas[40:]) == {1.0}
-    assert comparison_blur(FitConfig(iterations=100, anneal_blur=2.0), 31) == 0.0  # to unblurred by default
+    assert comparison_blur(FitConfig(iterations=100, anneal_blur=2.0), 51) == 0.0  # to unblurred, by half the fit by default

@@ -64,7 +64,7 @@ def _params(kind: str) -> tuple[Param, ...]:
               f"should be right; {ESTIMATED_SOURCE_CALIBRATION['calibrate_after']:g}, from the start, for positions "
               "estimated from the spots)", min=-1.0, max=1.0),
         Param("anneal_blur", float, -1.0, "with calibrate: compare images and predictions blurred by this many camera "
-              f"pixels at first, narrowing to `blur` by {_percent((ESTIMATED_SOURCE_CALIBRATION['anneal_until'],))} of the fit, "
+              "pixels at first, narrowing to `blur` by half the fit, "
               "so that a source off by tenths of a µm is not held in place by its spot's fringes (-1: "
               f"{ESTIMATED_SOURCE_CALIBRATION['anneal_blur']:g} for positions estimated from the spots, 0 with a sources file)",
               min=-1.0, max=20.0),
@@ -107,8 +107,6 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     for key in ("calibrate_after", "anneal_blur"):
         if p[key] >= 0:
             schedule[key] = p[key]
-    if schedule.get("anneal_blur", 0) > 0:
-        schedule.setdefault("anneal_until", ESTIMATED_SOURCE_CALIBRATION["anneal_until"])
     if not p["sources"]:
         after = schedule["calibrate_after"]
         yield Progress(0, depth, f"estimated source positions (z from {sources[:, 0].min():.2f} to {sources[:, 0].max():.2f} µm)"

@@ -58,7 +58,7 @@ class FitConfig:
     background_order: int = -1  # >= 0: each view may add a smooth incoherent background, a polynomial of this order (-1: none)
     compare_blur: float = 0.0  # > 0: images and predictions are compared blurred by a Gaussian of this many camera pixels
     anneal_blur: float = 0.0  # > 0: the comparison blur starts this wide (camera pixels) and narrows linearly to compare_blur ...
-    anneal_until: float = 0.3  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
+    anneal_until: float = 0.5  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -208,7 +208,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     weight = None
     if cfg.coherence_mask > 0:
         weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
-    raw = meas
+    raw, meas_sigma = meas, cfg.compare_blur
     if cfg.compare_blur > 0:
         meas = gaussian_blur(raw, cfg.compare_blur)
     basis = None
@@ -257,8 +257,8 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         dn = torch.zeros(shape, device=meas.device) if warming else net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         sigma = comparison_blur(cfg, it)
-        if cfg.anneal_blur > 0:
-            meas = gaussian_blur(raw, sigma) if sigma > 0 else raw
+        if cfg.anneal_blur > 0 and sigma != meas_sigma:  # the measured images re-blurred only while the blur narrows
+            meas, meas_sigma = (gaussian_blur(raw, sigma) if sigma > 0 else raw), sigma
         if sigma > 0:
             pred = gaussian_blur(pred, sigma)
         loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis) + cfg.tv * total_variation(dn)

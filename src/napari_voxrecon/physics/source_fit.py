@@ -35,7 +35,7 @@ from .optics import Optics
 #: images are compared blurred at first (4 camera pixels, narrowing to none by half the fit),
 #: so that a spot's fringes do not hold a source that is off by tenths of a µm in a local
 #: minimum. docs/benchmarks.md has the screens on the tuning phantoms and the held-out check.
-ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0, "anneal_until": 0.5}
+ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}  # FitConfig.anneal_until: 0.5
 
 
 @dataclass(frozen=True)
