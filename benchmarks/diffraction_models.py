@@ -154,7 +154,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                            coherence=_coherence(args)) for s in args.seeds]
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
-        # arms: (label, calibrate, warm-up iterations, FitConfig fields of the schedule)
+        # arms: (label, calibrate, FitConfig fields of the schedule)
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
         joint = {**ESTIMATED_SOURCE_CALIBRATION, **after} if args.estimate_sources and not args.plain_joint else dict(after)
         if args.anneal_blur is not None:
@@ -166,12 +166,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 out += f", blur {schedule['anneal_blur']:g} px annealed to {FitConfig.anneal_until:g}"
             return out
 
-        arms = {"true": ("true", True, 0, {}),
-                "fixed": (f"{given_by}, fixed", False, 0, {}),
-                "joint": (f"{given_by}, joint calibration{words(joint)}", True, 0, joint),
-                "warmup": (f"{given_by}, {args.source_warmup} warm-up iterations + joint{words(after)}", True,
-                           args.source_warmup, after)}
-        names = args.arms or (["true"] if not (perturbed or args.estimate_sources) else ["fixed", "joint", "warmup"])
+        arms = {"true": ("true", True, {}),
+                "fixed": (f"{given_by}, fixed", False, {}),
+                "joint": (f"{given_by}, joint calibration{words(joint)}", True, joint)}
+        names = args.arms or (["true"] if not (perturbed or args.estimate_sources) else ["fixed", "joint"])
         arms = [arms[n] for n in names]
         if args.estimate_sources:
             for case in cases:
@@ -181,12 +179,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
                       f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
         if args.alignments != ["none"]:
-            arms = [(label + f", {_alignment_words(a)}", calibrate, warmup, schedule, _alignment(a))
-                    for label, calibrate, warmup, schedule in arms for a in args.alignments]
+            arms = [(label + f", {_alignment_words(a)}", calibrate, schedule, _alignment(a))
+                    for label, calibrate, schedule in arms for a in args.alignments]
         else:
             arms = [(*arm, {}) for arm in arms]
         for kind in args.methods:
-            for label, calibrate, warmup, schedule, align in arms:
+            for label, calibrate, schedule, align in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
@@ -196,7 +194,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        source_warmup=warmup, **schedule, **align))
+                                        **schedule, **align))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -379,7 +377,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
-    p.add_argument("--source-warmup", type=int, default=50, help="bench: warm-up iterations of the warm-up arm")
     p.add_argument("--estimate-sources", action="store_true",
                    help="bench: give the fit the positions estimated from the images (arms as with --perturb)")
     p.add_argument("--partial-coherence", action="store_true",
@@ -387,10 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alignments", nargs="+", default=["none"],
                    help="bench: one arm per coherence alignment, 'none' or e.g. 'background=1,blur=1,mask=0.9' "
                         "(background polynomial order, comparison blur in camera pixels, coherence-mask fraction)")
-    p.add_argument("--arms", nargs="+", choices=["true", "fixed", "joint", "warmup"],
-                   help="bench: the source arms (default: true; with --perturb or --estimate-sources: fixed joint warmup)")
+    p.add_argument("--arms", nargs="+", choices=["true", "fixed", "joint"],
+                   help="bench: the source arms (default: true; with --perturb or --estimate-sources: fixed joint)")
     p.add_argument("--calibrate-after", type=float,
-                   help="bench: fraction of the iterations before the sources move in the joint and warm-up arms "
+                   help="bench: fraction of the iterations before the sources move in the joint arm "
                         "(default: FitConfig's 0.5, for estimated positions the method's 0)")
     p.add_argument("--anneal-blur", type=float,
                    help="bench: the joint arm compares images blurred by this many camera pixels at first (narrowing "

@@ -68,9 +68,6 @@ def _params(kind: str) -> tuple[Param, ...]:
               "so that a source off by tenths of a µm is not held in place by its spot's fringes (-1: "
               f"{ESTIMATED_SOURCE_CALIBRATION['anneal_blur']:g} for positions estimated from the spots, 0 with a sources file)",
               min=-1.0, max=20.0),
-        Param("source_warmup", int, 0, "with calibrate: first iterations that fit the source positions alone, through the "
-              "background medium (about 50 when the given positions may be off by tenths of a µm and the sample refracts "
-              "weakly)", min=0, max=100000),
         Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
               "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
               "at its edge); 0: every pixel", min=0.0, max=2.0),
@@ -117,7 +114,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                              if schedule.get("anneal_blur", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
-                     calibrate=p["calibrate"], source_warmup=p["source_warmup"], **schedule,
+                     calibrate=p["calibrate"], **schedule,
                      coherence_mask=p["coherence_mask"],
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)

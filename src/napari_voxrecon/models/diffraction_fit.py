@@ -47,7 +47,6 @@ class FitConfig:
     source_lr: float = 0.02  # Adam, µm, for the source positions
     calibrate: bool = True
     calibrate_after: float = 0.5  # fraction of the iterations before the sources move (given positions drift early on to explain index errors; estimated ones start at 0)
-    source_warmup: int = 0  # first iterations fit the sources alone through the background medium (Δn = 0)
     tv: float = 2e-3  # τ
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
@@ -229,32 +228,19 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
             return (net() * support).detach().cpu().numpy().astype(np.float32)
 
     opt = optimiser()
-    # Source warm-up: where each spot lands and how large its defocused disc is depends on the
-    # source far more than on the weak index contrast, so positions given with errors of a
-    # fraction of a µm are fitted first, through the background medium, before any index is. It
-    # suits weakly refracting samples: behind a cell that acts as a lens it fits the sources to
-    # their lensed spots (positions estimated from the spots are calibrated jointly instead).
-    warm = min(int(cfg.source_warmup), cfg.iterations) if cfg.calibrate else 0
-    source_opt = torch.optim.Adam([src], lr=cfg.source_lr) if warm else None
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
-    prune_steps = set()
-    for frac in cfg.prune_at if cfg.prune > 0 else ():
-        step = int(frac * cfg.iterations)
-        if step <= warm:  # the index has not started yet: prune once it has had its share
-            step = warm + max(1, int(frac * (cfg.iterations - warm)))
-        prune_steps.add(step)
+    prune_steps = {int(f * cfg.iterations) for f in cfg.prune_at} if cfg.prune > 0 else set()
     support = torch.ones((), device=meas.device)
     losses: list[float] = []
     t0 = time.perf_counter()
     it = 0
     for it in range(1, cfg.iterations + 1):
-        warming = it <= warm
         if it in prune_steps:
             with torch.no_grad():
                 support = support * support_of(net() * support, cfg.prune, tuple(cfg.prune_margin))
         if it in refine_steps and net.refine():
             opt = optimiser()  # the refined grid is a new parameter
-        dn = torch.zeros(shape, device=meas.device) if warming else net() * support
+        dn = net() * support
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         sigma = comparison_blur(cfg, it)
         if cfg.anneal_blur > 0 and sigma != meas_sigma:  # the measured images re-blurred only while the blur narrows
@@ -264,13 +250,11 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis) + cfg.tv * total_variation(dn)
         if cfg.sparsity:
             loss = loss + cfg.sparsity * dn.abs().mean() / 0.01
-        step_opt = source_opt if warming else opt
-        step_opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        if (not warming and src.grad is not None
-                and it - warm <= cfg.calibrate_after * (cfg.iterations - warm)):
-            src.grad = None  # then held until the index has settled
-        step_opt.step()
+        if src.grad is not None and it <= cfg.calibrate_after * cfg.iterations:
+            src.grad = None  # held until the index has settled
+        opt.step()
         with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
         losses.append(float(loss.detach()))
