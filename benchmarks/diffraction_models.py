@@ -49,7 +49,7 @@ from report import finish  # noqa: E402
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
 from napari_voxrecon.models.diffraction_fit import FitConfig, fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
-from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimate_sources  # noqa: E402
+from napari_voxrecon.physics.source_fit import estimate_sources, estimated_source_schedule  # noqa: E402
 from napari_voxrecon.simulate.diffraction import (  # noqa: E402
     TYPICAL_PARTIAL_COHERENCE, PartialCoherence, draw_sources, simulate_diffraction)
 from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
@@ -156,14 +156,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
         # arms: (label, calibrate, FitConfig fields of the schedule)
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
-        joint = {**ESTIMATED_SOURCE_CALIBRATION, **after} if args.estimate_sources and not args.plain_joint else dict(after)
+        joint = ({**estimated_source_schedule(args.iterations), **after} if args.estimate_sources and not args.plain_joint
+                 else dict(after))
         if args.anneal_blur is not None:
             joint["anneal_blur"] = args.anneal_blur
+        if args.refit is not None:
+            joint["refit"] = args.refit
 
         def words(schedule: dict[str, float]) -> str:
             out = f" from {schedule['calibrate_after']:g}" if "calibrate_after" in schedule else ""
             if schedule.get("anneal_blur"):
                 out += f", blur {schedule['anneal_blur']:g} px annealed to {FitConfig.anneal_until:g}"
+            if schedule.get("refit"):
+                out += f", then {schedule['refit']} iterations afresh from the sources found"
             return out
 
         arms = {"true": ("true", True, {}),
@@ -331,9 +336,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     """Paired comparison over seeds of two methods' ``bench`` runs, read from the per-seed lines
     a bench prints to stderr (``--logs`` files, each ``path`` or ``label=path``: the label
-    renames the method of that file, to compare two versions of one method; ``--pair`` names the two). Per views and
-    phantom kind, and over all kinds (lines of the source arm ``--arm``): mean PSNR / SSIM of each on the seeds both have, the
-    PSNR difference as mean ± standard error over the seeds, and on how many the first scored higher."""
+    renames the method of that file, to compare two versions of one method; ``--pair`` names
+    the two). Per views and phantom kind, and over all kinds (lines of the source arms
+    ``--arm``; naming two pairs one file's lines of one arm with another file's of the other):
+    mean PSNR / SSIM of each on the seeds both have, the PSNR difference as mean ± standard
+    error over the seeds, and on how many the first scored higher."""
     import ast
     import re
 
@@ -342,7 +349,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for entry in args.logs:
         label, _, path = entry.rpartition("=")
         for m in filter(None, map(line.match, Path(path).read_text().splitlines())):
-            if m.group(4) != args.arm:
+            if m.group(4) not in args.arm:
                 continue
             row = ast.literal_eval(m.group(6))
             res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})[int(m.group(5))] = (row["psnr"], row["ssim"])
@@ -392,15 +399,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--anneal-blur", type=float,
                    help="bench: the joint arm compares images blurred by this many camera pixels at first (narrowing "
                         "to none as the method does for estimated positions)")
+    p.add_argument("--refit", type=int,
+                   help="bench: the joint arm then fits afresh for this many iterations from the sources it found "
+                        "(default: as the method does for estimated positions, none with given ones)")
     p.add_argument("--plain-joint", action="store_true",
-                   help="bench --estimate-sources: the joint arm without the method's blur annealing")
+                   help="bench --estimate-sources: the joint arm without the method's blur annealing and refit")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
     p.add_argument("--logs", nargs="+", help="compare: stderr logs of bench runs, each path or label=path")
     p.add_argument("--pair", nargs=2, default=["nvp", "triplane"], help="compare: the two methods or labels (default nvp triplane)")
-    p.add_argument("--arm", default="true", help="compare: the source arm of the lines compared, as bench labels it "
-                   "(default true; e.g. 'estimated, joint calibration from 0')")
+    p.add_argument("--arm", nargs="+", default=["true"], help="compare: the source arms of the lines compared, as bench "
+                   "labels them (default true; e.g. 'estimated, joint calibration from 0'); with label=path logs, two "
+                   "arms pair one file's lines of one with another's of the other")
     p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")

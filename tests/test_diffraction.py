@@ -88,15 +88,18 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
     assert out.shape == ri.shape and np.isfinite(out).all()
     said = [e.message for e in events if isinstance(e, Progress)]
     assert any("no sources file: estimating the 4 source positions" in m for m in said)
-    assert any("refined with the index from the start, the images compared blurred by 4 pixels at first" in m for m in said)
-    # estimates move with the index from the first iteration, compared blurred at first; given
-    # positions wait for half the fit, compared sharp
+    assert any("refined with the index from the start, the images compared blurred by 4 pixels at first; then the index "
+               "is fitted afresh around the positions found (20 iterations)" in m for m in said)
+    assert any("fitting nvp: iteration 20/40" in m for m in said)
+    assert any("fitting nvp (afresh around the sources found): iteration 21/40" in m for m in said)
+    # estimates move with the index from the first iteration, compared blurred at first, then are
+    # refitted around; given positions wait for half the fit, compared sharp, and are not
     run_job(_job(root, iterations=2))
-    run_job(_job(root, iterations=2, anneal_blur=2.0))
-    run_job(_job(root, sources="", iterations=2, calibrate_after=0.25, anneal_blur=0.0))
+    run_job(_job(root, iterations=2, anneal_blur=2.0, refit=3))
+    run_job(_job(root, sources="", iterations=2, calibrate_after=0.25, anneal_blur=0.0, refit=0))
     run_job(_job(root, sources="", iterations=2, calibrate=False))
-    assert [(c.calibrate_after, c.anneal_blur, c.anneal_until) for c in seen] == [
-        (0.0, 4.0, 0.5), (0.5, 0.0, 0.5), (0.5, 2.0, 0.5), (0.25, 0.0, 0.5), (0.5, 0.0, 0.5)]
+    assert [(c.calibrate_after, c.anneal_blur, c.anneal_until, c.refit) for c in seen] == [
+        (0.0, 4.0, 0.5, 20), (0.5, 0.0, 0.5, 0), (0.5, 2.0, 0.5, 3), (0.25, 0.0, 0.5, 0), (0.5, 0.0, 0.5, 0)]
 
 
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):

@@ -267,13 +267,24 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     held = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=5, pad=8, calibrate_after=1.0))
     np.testing.assert_array_equal(held.sources, shifted)  # held for the whole (short) fit
     # Off in z (the defocused spot's size) as well as laterally: calibrated with the index from the
-    # start, the images compared blurred at first (the schedule for estimated positions), the
-    # sources come back and the index is still recovered.
+    # start, the images compared blurred at first (the schedule for estimated positions), then
+    # refitted afresh from the positions found, the sources come back and the index is recovered.
+    from napari_voxrecon.models.diffraction_fit import fit_passes
     from napari_voxrecon.physics.source_fit import ESTIMATED_SOURCE_CALIBRATION
 
     off = src + np.array([0.4, 0.3, -0.3], np.float32)
     err = lambda s: float(np.sqrt(((s - src) ** 2).sum(axis=1).mean()))  # noqa: E731
-    joint = fit_index(imgs, off, optics, shape[0], "nvp", FitConfig(iterations=60, pad=8, **ESTIMATED_SOURCE_CALIBRATION))
+    cfg = FitConfig(iterations=40, pad=8, refit=20, **ESTIMATED_SOURCE_CALIBRATION)
+    first, second = fit_passes(cfg)
+    assert (first.iterations, first.calibrate_after, first.anneal_blur) == (40, 0.0, 4.0)
+    assert (second.iterations, second.refit, second.calibrate_after, second.anneal_blur) == (20, 0, 0.5, 0.0)
+    assert len(fit_passes(FitConfig(refit=20, calibrate=False))) == 1
+    steps = []
+    joint = fit_index(imgs, off, optics, shape[0], "nvp", cfg, callback=steps.append)
+    assert [s.iteration for s in steps] == list(range(1, 61)) and {s.total for s in steps} == {60}
+    assert len(joint.losses) == 60 and joint.iterations == 60
+    np.testing.assert_array_equal(steps[49].sources, steps[39].sources)  # the second fit holds them for its first half
+    assert err(steps[39].sources) < 0.5 * err(off)
     assert err(joint.sources) < 0.5 * err(off)
     assert float(((joint.dn - gt) ** 2).mean()) < float((gt ** 2).mean())
     stopped = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(iterations=50, pad=8), should_stop=lambda: True)

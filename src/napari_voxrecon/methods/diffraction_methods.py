@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from ..engine.events import Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
-from ..physics.source_fit import ESTIMATED_SOURCE_CALIBRATION
+from ..physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimated_source_schedule
 
 #: Seconds of fitting between two previews of the index volume.
 PREVIEW_SECONDS = 5.0
@@ -68,6 +68,10 @@ def _params(kind: str) -> tuple[Param, ...]:
               "so that a source off by tenths of a µm is not held in place by its spot's fringes (-1: "
               f"{ESTIMATED_SOURCE_CALIBRATION['anneal_blur']:g} for positions estimated from the spots, 0 with a sources file)",
               min=-1.0, max=20.0),
+        Param("refit", int, -1, "with calibrate: then fit the index afresh for this many iterations from the source "
+              "positions found, treating them as a sources file's (-1: as many as `iterations` for positions estimated "
+              "from the spots, which finds them while moving them blurred and then fits the index around them; 0 with a "
+              "sources file)", min=-1, max=100000),
         Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
               "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
               "at its edge); 0: every pixel", min=0.0, max=2.0),
@@ -100,8 +104,8 @@ def _run(ctx, kind: str) -> Iterator[Any]:
         yield Progress(0, depth, f"no sources file: estimating the {ctx.volume.shape[0]} source positions from the spots")
         sources = estimate_sources(ctx.volume, optics, depth).positions
         if p["calibrate"]:  # estimates are off by tenths of a µm: refined with the index from the start, coarse to fine
-            schedule = dict(ESTIMATED_SOURCE_CALIBRATION)
-    for key in ("calibrate_after", "anneal_blur"):
+            schedule = estimated_source_schedule(p["iterations"])
+    for key in ("calibrate_after", "anneal_blur", "refit"):
         if p[key] >= 0:
             schedule[key] = p[key]
     if not p["sources"]:
@@ -111,7 +115,9 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                           "; they are refined with the index " + ("from the start" if after == 0 else
                                                                   f"from {round(100 * after)} % of the fit on")
                           + (f", the images compared blurred by {schedule['anneal_blur']:g} pixels at first"
-                             if schedule.get("anneal_blur", 0) > 0 else "")))
+                             if schedule.get("anneal_blur", 0) > 0 else "")
+                          + (f"; then the index is fitted afresh around the positions found ({schedule['refit']} iterations)"
+                             if schedule.get("refit", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
                      calibrate=p["calibrate"], **schedule,
@@ -127,7 +133,9 @@ def _run(ctx, kind: str) -> Iterator[Any]:
             result = done.value
             break
         # Planes are the job's unit of progress: the whole fit comes before the first plane.
-        yield Progress(0, depth, f"fitting {kind}: iteration {step.iteration}/{step.total}, loss {step.loss:.3e}", loss=step.loss)
+        again = " (afresh around the sources found)" if step.iteration > cfg.iterations else ""
+        yield Progress(0, depth, f"fitting {kind}{again}: iteration {step.iteration}/{step.total}, loss {step.loss:.3e}",
+                       loss=step.loss)
         if ctx.cancel.cancelled:  # keep the estimate so far: it is the result the user asked to stop at
             result = result_of(step)
             gen.close()

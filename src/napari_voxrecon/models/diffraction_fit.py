@@ -16,14 +16,15 @@ coherence_masks``); with ``background_order`` each view may add a smooth incoher
 and with ``compare_blur`` images and predictions are compared blurred: the coherence alignment
 that lets a coherent model explain partially coherent fluorescence. With ``anneal_blur`` the
 comparison starts that blurred and sharpens over the first ``anneal_until`` of the fit, so
-that sources given tenths of a µm off are not held by their spots' fringes.
+that sources given tenths of a µm off are not held by their spots' fringes. With ``refit``, a
+second fit from a fresh representation starts from the sources the first found.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Generator
 
 import numpy as np
@@ -58,6 +59,7 @@ class FitConfig:
     compare_blur: float = 0.0  # > 0: images and predictions are compared blurred by a Gaussian of this many camera pixels
     anneal_blur: float = 0.0  # > 0: the comparison blur starts this wide (camera pixels) and narrows linearly to compare_blur ...
     anneal_until: float = 0.5  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
+    refit: int = 0  # with calibrate: then fit afresh for this many iterations from the sources the first fit found, as from a sources file
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -191,13 +193,40 @@ class FitStep:
     seconds: float
 
 
+def fit_passes(cfg: FitConfig) -> list[FitConfig]:
+    """The fits ``cfg`` asks for, in order: itself, and with ``refit`` a second of that many
+    iterations from a fresh representation whose sources start where the first left them and
+    are treated as a sources file's (held for the first half, compared unblurred). Sources that
+    move from the start while the images are compared blurred find positions tenths of a µm
+    off, but the index shaped on the way is worse than one fitted around positions already
+    right: given exact sources, that schedule alone costs about 4 dB on cells, and either half
+    of it alone (early motion, or the blur) costs little (docs/benchmarks.md)."""
+    if cfg.refit <= 0 or not cfg.calibrate:
+        return [cfg]
+    return [cfg, replace(cfg, iterations=cfg.refit, refit=0, calibrate_after=FitConfig.calibrate_after, anneal_blur=0.0)]
+
+
 def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
               config: FitConfig | None = None, device: str = "cpu") -> Generator[FitStep, None, FitResult]:
     """Fit ``kind`` ('nvp', 'triplane', 'explicit') to images (K, H, W) (camera pixels = grid
     pixels × binning), yielding a ``FitStep`` after every iteration; returns the ``FitResult``
     with Δn on a (depth, H·b, W·b) grid. Closing the generator early (or breaking out of it and
-    closing it) simply stops; each step carries what a result needs (``result_of``)."""
-    cfg = config or FitConfig()
+    closing it) simply stops; each step carries what a result needs (``result_of``). With
+    ``refit``, the iterations of both fits are counted as one run (``fit_passes``)."""
+    passes = fit_passes(config or FitConfig())
+    total = sum(p.iterations for p in passes)
+    losses: list[float] = []
+    result = FitResult(np.zeros(0, np.float32), np.asarray(sources, dtype=np.float32), losses, 0.0, 0)
+    for cfg in passes:
+        result = yield from _fit_pass(images, result.sources, optics, depth, kind, cfg, device,
+                                      done=result.iterations, total=total, losses=losses, seconds=result.seconds)
+    return result
+
+
+def _fit_pass(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str, cfg: FitConfig, device: str,
+              done: int, total: int, losses: list[float], seconds: float) -> Generator[FitStep, None, FitResult]:
+    """One fit of ``cfg.iterations``, numbered on from ``done`` of ``total``, its losses
+    appended to ``losses`` and its time added to ``seconds``."""
     torch.manual_seed(cfg.seed)
     b = optics.binning
     k, h, w = images.shape
@@ -231,8 +260,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
     prune_steps = {int(f * cfg.iterations) for f in cfg.prune_at} if cfg.prune > 0 else set()
     support = torch.ones((), device=meas.device)
-    losses: list[float] = []
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - seconds
     it = 0
     for it in range(1, cfg.iterations + 1):
         if it in prune_steps:
@@ -258,9 +286,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
         losses.append(float(loss.detach()))
-        yield FitStep(it, cfg.iterations, losses[-1], render, src.detach().cpu().numpy().copy(), losses,
+        yield FitStep(done + it, total, losses[-1], render, src.detach().cpu().numpy().copy(), losses,
                       time.perf_counter() - t0)
-    return FitResult(render(), src.detach().cpu().numpy(), losses, time.perf_counter() - t0, it)
+    return FitResult(render(), src.detach().cpu().numpy(), losses, time.perf_counter() - t0, done + it)
 
 
 def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",

@@ -38,6 +38,15 @@ from .optics import Optics
 ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}  # FitConfig.anneal_until: 0.5
 
 
+def estimated_source_schedule(iterations: int) -> dict[str, float]:
+    """``FitConfig`` fields for positions estimated from the spots: ``ESTIMATED_SOURCE_CALIBRATION``
+    for a fit of ``iterations``, then as many again afresh from the positions it found (``refit``),
+    treated as a sources file's: the moving, blurred start finds the sources but shapes a worse
+    index than one fitted around positions already right. A shorter first fit does not find them
+    on the hardest tuning case (docs/benchmarks.md)."""
+    return {**ESTIMATED_SOURCE_CALIBRATION, "refit": int(iterations)}
+
+
 @dataclass(frozen=True)
 class SpotFit:
     """A generalised Gaussian fitted to one image; lengths in µm in the grid's frame."""
