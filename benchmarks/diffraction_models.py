@@ -352,7 +352,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
             if m.group(4) not in args.arm:
                 continue
             row = ast.literal_eval(m.group(6))
-            res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})[int(m.group(5))] = (row["psnr"], row["ssim"])
+            seeds = res.setdefault((m.group(1), m.group(2), label or m.group(3)), {})
+            if int(m.group(5)) in seeds:
+                raise SystemExit(f"compare: {path} gives {m.group(3)} on {m.group(2)} seed {m.group(5)} twice (two arms in one "
+                                 "log, or two logs of one label): name one arm, or label the logs apart.")
+            seeds[int(m.group(5))] = (row["psnr"], row["ssim"])
     a, b = args.pair
     lines = [f"| views | phantom | seeds | {a} | {b} | {a} - {b} |", "|---|---|---|---|---|---|"]
     for views in sorted({v for v, _, _ in res}, key=int):
@@ -400,8 +404,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="bench: the joint arm compares images blurred by this many camera pixels at first (narrowing "
                         "to none as the method does for estimated positions)")
     p.add_argument("--refit", type=int,
-                   help="bench: the joint arm then fits afresh for this many iterations from the sources it found "
-                        "(default: as the method does for estimated positions, none with given ones)")
+                   help="bench: the joint arm (only) then fits afresh for this many iterations from the sources it "
+                        "found (default: as the method does, --iterations for estimated positions, none with given ones)")
     p.add_argument("--plain-joint", action="store_true",
                    help="bench --estimate-sources: the joint arm without the method's blur annealing and refit")
     p.add_argument("--iterations", type=int, default=300)

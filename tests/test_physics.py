@@ -284,6 +284,9 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     assert [s.iteration for s in steps] == list(range(1, 61)) and {s.total for s in steps} == {60}
     assert len(joint.losses) == 60 and joint.iterations == 60
     np.testing.assert_array_equal(steps[49].sources, steps[39].sources)  # the second fit holds them for its first half
+    # a fresh representation stands for the first fit's estimate until its loss is lower (previews, a stop)
+    np.testing.assert_array_equal(steps[40].render(), steps[39].render())
+    assert not np.array_equal(joint.dn, steps[39].render())
     assert err(steps[39].sources) < 0.5 * err(off)
     assert err(joint.sources) < 0.5 * err(off)
     assert float(((joint.dn - gt) ** 2).mean()) < float((gt ** 2).mean())

@@ -212,21 +212,28 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     pixels × binning), yielding a ``FitStep`` after every iteration; returns the ``FitResult``
     with Δn on a (depth, H·b, W·b) grid. Closing the generator early (or breaking out of it and
     closing it) simply stops; each step carries what a result needs (``result_of``). With
-    ``refit``, the iterations of both fits are counted as one run (``fit_passes``)."""
+    ``refit``, the iterations of both fits are counted as one run (``fit_passes``), and until
+    the second fit's loss falls below the first's final one, its steps render and report the
+    first fit's estimate (a fresh representation starts from nothing: a preview or a stop
+    early in it would otherwise lose what the first fit found)."""
     passes = fit_passes(config or FitConfig())
     total = sum(p.iterations for p in passes)
     losses: list[float] = []
-    result = FitResult(np.zeros(0, np.float32), np.asarray(sources, dtype=np.float32), losses, 0.0, 0)
+    result = None
     for cfg in passes:
-        result = yield from _fit_pass(images, result.sources, optics, depth, kind, cfg, device,
-                                      done=result.iterations, total=total, losses=losses, seconds=result.seconds)
+        result = yield from _fit_pass(images, np.asarray(sources, dtype=np.float32) if result is None else result.sources,
+                                      optics, depth, kind, cfg, device, total=total, losses=losses, previous=result)
     return result
 
 
 def _fit_pass(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str, cfg: FitConfig, device: str,
-              done: int, total: int, losses: list[float], seconds: float) -> Generator[FitStep, None, FitResult]:
-    """One fit of ``cfg.iterations``, numbered on from ``done`` of ``total``, its losses
-    appended to ``losses`` and its time added to ``seconds``."""
+              total: int, losses: list[float], previous: FitResult | None) -> Generator[FitStep, None, FitResult]:
+    """One fit of ``cfg.iterations`` from a fresh representation, numbered on after
+    ``previous`` (the fit before it, if any) of ``total``, its losses appended to ``losses``,
+    its time added to the previous fit's; its steps stand for ``previous`` until they do better."""
+    done, seconds = (0, 0.0) if previous is None else (previous.iterations, previous.seconds)
+    beat = previous.losses[-1] if previous is not None else math.inf  # the previous fit's final loss
+    behind = previous is not None  # until this fit's loss falls below it
     torch.manual_seed(cfg.seed)
     b = optics.binning
     k, h, w = images.shape
@@ -286,6 +293,11 @@ def _fit_pass(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
         losses.append(float(loss.detach()))
+        behind = behind and losses[-1] >= beat
+        if behind:
+            yield FitStep(done + it, total, losses[-1], lambda: previous.dn, previous.sources.copy(), losses,
+                          time.perf_counter() - t0)
+            continue
         yield FitStep(done + it, total, losses[-1], render, src.detach().cpu().numpy().copy(), losses,
                       time.perf_counter() - t0)
     return FitResult(render(), src.detach().cpu().numpy(), losses, time.perf_counter() - t0, done + it)

@@ -28,17 +28,18 @@ import numpy as np
 from ..errors import InputError
 from .optics import Optics
 
-#: How the fit's self-calibration treats positions estimated from the images (``FitConfig``
-#: fields). The sources move jointly with the index from the first iteration: a warm-up through
-#: the background medium moves a source whose light crossed a refracting cell to where its
-#: lensed spot fits best, not to where it is, and the index then bends around that. And the
-#: images are compared blurred at first (4 camera pixels, narrowing to none by half the fit),
-#: so that a spot's fringes do not hold a source that is off by tenths of a µm in a local
-#: minimum. docs/benchmarks.md has the screens on the tuning phantoms and the held-out check.
+#: How the fit's self-calibration finds positions estimated from the images (``FitConfig``
+#: fields; ``estimated_source_schedule`` adds the refit that follows). The sources move jointly
+#: with the index from the first iteration: fitted first through the background medium, a
+#: source whose light crossed a refracting cell goes to where its lensed spot fits best, not to
+#: where it is. And the images are compared blurred at first (4 camera pixels, narrowing to none
+#: by half the fit), so that a spot's fringes do not hold a source that is off by tenths of a
+#: µm in a local minimum. docs/benchmarks.md has the screens on the tuning phantoms and the
+#: held-out checks.
 ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}  # FitConfig.anneal_until: 0.5
 
 
-def estimated_source_schedule(iterations: int) -> dict[str, float]:
+def estimated_source_schedule(iterations: int) -> dict[str, float | int]:
     """``FitConfig`` fields for positions estimated from the spots: ``ESTIMATED_SOURCE_CALIBRATION``
     for a fit of ``iterations``, then as many again afresh from the positions it found (``refit``),
     treated as a sources file's: the moving, blurred start finds the sources but shapes a worse
