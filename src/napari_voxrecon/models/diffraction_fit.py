@@ -217,16 +217,39 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     first fit's estimate (a fresh representation starts from nothing: a preview or a stop
     early in it would otherwise lose what the first fit found)."""
     passes = fit_passes(config or FitConfig())
+    data = _measured(images, optics, passes[0], device)  # the passes differ only in their schedule
     total = sum(p.iterations for p in passes)
     losses: list[float] = []
     result = None
     for cfg in passes:
-        result = yield from _fit_pass(images, np.asarray(sources, dtype=np.float32) if result is None else result.sources,
+        result = yield from _fit_pass(data, np.asarray(sources, dtype=np.float32) if result is None else result.sources,
                                       optics, depth, kind, cfg, device, total=total, losses=losses, previous=result)
     return result
 
 
-def _fit_pass(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str, cfg: FitConfig, device: str,
+@dataclass
+class _Measured:
+    """What the loss compares against, prepared once per fit: the images scaled to a maximum of
+    1, (K, H, W), the coherence mask's weights (or None) and the background basis (or None)."""
+
+    images: torch.Tensor
+    weight: torch.Tensor | None
+    basis: torch.Tensor | None
+
+
+def _measured(images: np.ndarray, optics: Optics, cfg: FitConfig, device: str) -> _Measured:
+    meas = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
+    meas = meas / meas.max().clamp_min(1e-20)
+    weight = None
+    if cfg.coherence_mask > 0:
+        weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
+    basis = None
+    if cfg.background_order >= 0:
+        basis = background_basis(torch.ones_like(meas) if weight is None else weight, cfg.background_order)
+    return _Measured(meas, weight, basis)
+
+
+def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, kind: str, cfg: FitConfig, device: str,
               total: int, losses: list[float], previous: FitResult | None) -> Generator[FitStep, None, FitResult]:
     """One fit of ``cfg.iterations`` from a fresh representation, numbered on after
     ``previous`` (the fit before it, if any) of ``total``, its losses appended to ``losses``,
@@ -236,19 +259,10 @@ def _fit_pass(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     behind = previous is not None  # until this fit's loss falls below it
     torch.manual_seed(cfg.seed)
     b = optics.binning
-    k, h, w = images.shape
+    k, h, w = data.images.shape
     shape = (int(depth), h * b, w * b)
-    meas = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
-    meas = meas / meas.max().clamp_min(1e-20)
-    weight = None
-    if cfg.coherence_mask > 0:
-        weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
-    raw, meas_sigma = meas, cfg.compare_blur
-    if cfg.compare_blur > 0:
-        meas = gaussian_blur(raw, cfg.compare_blur)
-    basis = None
-    if cfg.background_order >= 0:
-        basis = background_basis(torch.ones_like(meas) if weight is None else weight, cfg.background_order)
+    raw, weight, basis = data.images, data.weight, data.basis
+    meas, meas_sigma = (gaussian_blur(raw, cfg.compare_blur) if cfg.compare_blur > 0 else raw), cfg.compare_blur
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
