@@ -8,7 +8,8 @@ contrast Δn is scored against the truth: PSNR with the truth's Δn range as the
 (scikit-image, same data range).
 
 Seeds 100-102 are the tuning phantoms (``tune``); the benchmark (``bench``) uses seeds from 200
-on, never seen while tuning.
+on, never seen while tuning. Each bench row is read against the floor it prints first: what an
+index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cases.
 
     # the held-out table at 6, 7 and 20 views (PSNR / SSIM, mean over the seeds)
     python benchmarks/diffraction_models.py bench --views 6 7 20 --seeds 200 201 202
@@ -16,6 +17,8 @@ on, never seen while tuning.
     python benchmarks/diffraction_models.py bench --views 6 --perturb 0.5
     # no sources file: positions estimated from the spots (generalised Gaussian fit), then refined
     python benchmarks/diffraction_models.py bench --views 6 --estimate-sources
+    # real structure: crops of a confocal stack read as index (intensity -> Δn), true sources
+    python benchmarks/diffraction_models.py bench --phantoms volume --volume ../shared/data/cells3d_nuclei.tif --seeds 200 201 202
     # partially coherent fluorescence (emission band, extended emitter, haze), with and without the coherence mask
     python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --alignments none background=1,blur=1
     # time and peak memory of one fit per grid size
@@ -67,10 +70,58 @@ class Case:
     estimate: np.ndarray | None = None  # (K, 3) positions estimated from the images (bench --estimate-sources)
 
 
+#: bench --phantoms volume: crops of a real fluorescence volume (--volume) read as an index
+VOLUME_KIND = "volume"
+
+
+def load_volume(path: str, voxel_um: tuple[float, float, float], optics: Optics, dn_max: float) -> np.ndarray:
+    """A real fluorescence volume as a Δn volume on the fit's voxel grid.
+
+    The stack is resampled from its own voxel size to the optics' and its intensity mapped to
+    0..dn_max: the median (the background: nuclei fill a minority of the cells3d stack) is Δn 0,
+    the 99.9th percentile dn_max. Dense stained matter (chromatin) standing for higher index is
+    the usual proxy; what matters here is that the structure is a real specimen's, not a drawn one.
+    """
+    import tifffile
+    from scipy.ndimage import zoom
+
+    vol = tifffile.imread(path).astype(np.float32)
+    if vol.ndim != 3:
+        raise SystemExit(f"--volume {path}: expected a 3D stack (z, y, x), got shape {vol.shape}")
+    vol = zoom(vol, [a / b for a, b in zip(voxel_um, optics.voxel_size)], order=1)
+    lo, hi = np.percentile(vol, [50, 99.9])
+    return (dn_max * np.clip((vol - lo) / max(hi - lo, 1e-6), 0, 1)).astype(np.float32)
+
+
+def crop_volume(volume: np.ndarray, shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """The crop of ``shape`` a seed picks: the depth window holding the most signal, a lateral
+    position drawn among those where structure fills 10-70 % of the crop (no empty fields)."""
+    d, h, w = shape
+    if any(a > b for a, b in zip(shape, volume.shape)):
+        raise SystemExit(f"--shape {shape} is larger than the resampled volume {volume.shape}")
+    per_z = volume.sum(axis=(1, 2))
+    z0 = int(np.argmax(np.convolve(per_z, np.ones(d), mode="valid")))
+    slab = volume[z0:z0 + d]
+    thresh = 0.2 * float(volume.max())
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        y0, x0 = int(rng.integers(0, volume.shape[1] - h + 1)), int(rng.integers(0, volume.shape[2] - w + 1))
+        crop = slab[:, y0:y0 + h, x0:x0 + w]
+        if 0.1 <= float((crop > thresh).mean()) <= 0.7:
+            return crop.copy()
+    raise SystemExit(f"no crop of {shape} with 10-70 % structure found in the volume for seed {seed}")
+
+
 def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
-              placement: str = "below", coherence: PartialCoherence | None = None) -> Case:
+              placement: str = "below", coherence: PartialCoherence | None = None,
+              volume: np.ndarray | None = None) -> Case:
     optics = Optics()
-    ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background)
+    if kind == VOLUME_KIND:
+        if volume is None:
+            raise SystemExit("--phantoms volume needs --volume PATH (a real 3D stack, e.g. ../shared/data/cells3d_nuclei.tif)")
+        ri = crop_volume(volume, shape, seed) + np.float32(optics.n_background)
+    else:
+        ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background)
     sources = draw_sources(shape, optics, views, placement, seed=seed + 10_000)
     images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000, coherence=coherence)
     return Case(seed, ri - np.float32(optics.n_background), images, sources, optics)
@@ -100,7 +151,10 @@ def run_fit(case: Case, kind: str, sources: np.ndarray | None = None, device: st
 def _header(args: argparse.Namespace, what: str) -> list[str]:
     grids = (" ".join(str(tuple(args.shapes[i:i + 3])) for i in range(0, len(args.shapes), 3)) if args.mode == "timing"
              else str(tuple(args.shape)))
-    return [f"Data: simulated {' and '.join(args.phantoms)} phantoms {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
+    real = (f" ('{VOLUME_KIND}': crops of the real stack {args.volume}, voxels {tuple(args.volume_voxel)} µm resampled, "
+            f"intensity from median to 99.9th percentile read as Δn 0-{args.volume_max_dn:g})"
+            if getattr(args, "volume", None) else "")
+    return [f"Data: simulated {' and '.join(args.phantoms)} phantoms{real} {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
             f"{args.placement} the volume, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
             f"{platform.machine()}, {_device_words(args.device)}.", "",
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
@@ -152,7 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     lines += ["| views | phantom | method | sources | PSNR | SSIM | source error µm | s / fit |", "|---|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                           coherence=_coherence(args)) for s in args.seeds]
+                           coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
         # arms: (label, calibrate, FitConfig fields of the schedule)
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
@@ -162,6 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             joint["anneal_blur"] = args.anneal_blur
         if args.refit is not None:
             joint["refit"] = args.refit
+        held = {} if args.hold_depth is None else {"hold_depth": bool(args.hold_depth)}  # every calibrating arm
 
         def words(schedule: dict[str, float]) -> str:
             out = f" from {schedule['calibrate_after']:g}" if "calibrate_after" in schedule else ""
@@ -169,11 +224,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 out += f", blur {schedule['anneal_blur']:g} px annealed to {FitConfig.anneal_until:g}"
             if schedule.get("refit"):
                 out += f", then {schedule['refit']} iterations afresh from the sources found"
+            if "hold_depth" in held:
+                out += ", common depth " + ("held" if held["hold_depth"] else "free")
             return out
 
-        arms = {"true": ("true", True, {}),
+        arms = {"true": ("true" + words({}), True, dict(held)),
                 "fixed": (f"{given_by}, fixed", False, {}),
-                "joint": (f"{given_by}, joint calibration{words(joint)}", True, joint)}
+                "joint": (f"{given_by}, joint calibration{words(joint)}", True, {**joint, **held})}
         names = args.arms or (["true"] if not (perturbed or args.estimate_sources) else ["fixed", "joint"])
         arms = [arms[n] for n in names]
         if args.estimate_sources:
@@ -188,12 +245,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
                     for label, calibrate, schedule in arms for a in args.alignments]
         else:
             arms = [(*arm, {}) for arm in arms]
+        # what a fit that recovers nothing scores (Δn 0: the medium only), the floor of every row:
+        # sparse phantoms (a few thin tubes) score high here, so read the methods against it
+        floor = [score(np.zeros_like(c.truth), c.truth) for c in cases]
+        for case, (psnr, ssim) in zip(cases, floor):
+            print(f"views {views} {phantom} zero medium seed {case.seed}: {{'psnr': {psnr}, 'ssim': {ssim}}}", file=sys.stderr, flush=True)
+        lines.append(f"| {views} | {phantom} | none (Δn 0, the medium) | | {np.mean([f[0] for f in floor]):.2f} | "
+                     f"{np.mean([f[1] for f in floor]):.4f} | | |")
         for kind in args.methods:
             for label, calibrate, schedule, align in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
-                    if label == "true":
+                    if label.startswith("true"):  # the "true" arm (and "true, fixed" without errors)
                         given = case.sources
                     elif perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
@@ -340,7 +404,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     the two). Per views and phantom kind, and over all kinds (lines of the source arms
     ``--arm``; naming two pairs one file's lines of one arm with another file's of the other):
     mean PSNR / SSIM of each on the seeds both have, the PSNR difference as mean ± standard
-    error over the seeds, and on how many the first scored higher."""
+    error over the seeds, and on how many the first scored higher. The floor a bench prints
+    (Δn 0) is method ``zero``, arm ``medium``."""
     import ast
     import re
 
@@ -383,8 +448,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
     p.add_argument("--shapes", type=int, nargs="+", default=[32, 64, 64, 64, 128, 128], help="timing: grids, three numbers each")
     p.add_argument("--methods", nargs="+", default=list(KINDS), choices=list(DEFAULTS))
-    p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=list(RI_PHANTOM_KINDS),
-                   help="phantom kinds; every seed is drawn of each (rows per kind)")
+    p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=[*RI_PHANTOM_KINDS, VOLUME_KIND],
+                   help="phantom kinds; every seed is drawn of each (rows per kind); 'volume': crops of --volume")
+    p.add_argument("--volume", help="bench: a real fluorescence stack (z, y, x) whose crops are the 'volume' phantoms")
+    p.add_argument("--volume-voxel", type=float, nargs=3, default=[0.29, 0.26, 0.26],
+                   help="voxel size (z, y, x) µm of --volume (default: cells3d's)")
+    p.add_argument("--volume-max-dn", type=float, default=0.03, help="Δn of --volume's 99.9th percentile (default 0.03)")
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
@@ -406,6 +475,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refit", type=int,
                    help="bench: the joint arm (only) then fits afresh for this many iterations from the sources it "
                         "found (default: as the method does, --iterations for estimated positions, none with given ones)")
+    p.add_argument("--hold-depth", type=int, choices=[0, 1],
+                   help="bench: calibrating arms keep the sources' mean depth as given (1) or let it move (0); default: FitConfig's")
     p.add_argument("--plain-joint", action="store_true",
                    help="bench --estimate-sources: the joint arm without the method's blur annealing and refit")
     p.add_argument("--iterations", type=int, default=300)
@@ -423,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = [100, 101, 102] if args.mode in ("tune", "diagnose") else [200, 201, 202]
+    args.volume_dn = (load_volume(args.volume, tuple(args.volume_voxel), Optics(), args.volume_max_dn)
+                      if args.volume else None)
     if args.threads:
         import torch
 
