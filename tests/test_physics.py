@@ -266,6 +266,13 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     assert np.abs(cal.sources[:, 1:] - src[:, 1:]).mean() < 0.5 * 0.3
     held = fit_index(imgs, shifted, optics, shape[0], "nvp", FitConfig(iterations=5, pad=8, calibrate_after=1.0))
     np.testing.assert_array_equal(held.sources, shifted)  # held for the whole (short) fit
+    # the sources' common depth trades against the index's level: held as given by default, free on request
+    deep = shifted + np.array([0.3, 0.0, 0.0], np.float32)
+    kept = fit_index(imgs, deep, optics, shape[0], "nvp", FitConfig(iterations=15, pad=8, calibrate_after=0.0))
+    assert abs(float(kept.sources[:, 0].mean() - deep[:, 0].mean())) < 1e-4
+    assert np.abs(kept.sources - deep).max() > 0.01  # relative depths and lateral positions moved
+    free = fit_index(imgs, deep, optics, shape[0], "nvp", FitConfig(iterations=15, pad=8, calibrate_after=0.0, hold_depth=False))
+    assert abs(float(free.sources[:, 0].mean() - deep[:, 0].mean())) > 1e-3
     # Off in z (the defocused spot's size) as well as laterally: calibrated with the index from the
     # start, the images compared blurred at first (the schedule for estimated positions), then
     # refitted afresh from the positions found, the sources come back and the index is recovered.
@@ -276,8 +283,11 @@ def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_so
     err = lambda s: float(np.sqrt(((s - src) ** 2).sum(axis=1).mean()))  # noqa: E731
     cfg = FitConfig(iterations=40, pad=8, refit=20, **ESTIMATED_SOURCE_CALIBRATION)
     first, second = fit_passes(cfg)
-    assert (first.iterations, first.calibrate_after, first.anneal_blur) == (40, 0.0, 4.0)
-    assert (second.iterations, second.refit, second.calibrate_after, second.anneal_blur) == (20, 0, 0.5, 0.0)
+    assert (first.iterations, first.calibrate_after, first.anneal_blur, first.hold_depth) == (40, 0.0, 4.0, False)
+    assert (second.iterations, second.refit, second.calibrate_after, second.anneal_blur, second.hold_depth) == (20, 0, 0.5, 0.0, False)
+    # the common depth is held unless the schedule searches (annealed blur or refit), or as asked
+    assert fit_passes(FitConfig())[0].hold_depth and not fit_passes(FitConfig(refit=5))[0].hold_depth
+    assert fit_passes(FitConfig(anneal_blur=4.0, hold_depth=True))[0].hold_depth
     assert len(fit_passes(FitConfig(refit=20, calibrate=False))) == 1
     steps = []
     joint = fit_index(imgs, off, optics, shape[0], "nvp", cfg, callback=steps.append)

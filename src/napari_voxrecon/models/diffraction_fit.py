@@ -17,7 +17,10 @@ and with ``compare_blur`` images and predictions are compared blurred: the coher
 that lets a coherent model explain partially coherent fluorescence. With ``anneal_blur`` the
 comparison starts that blurred and sharpens over the first ``anneal_until`` of the fit, so
 that sources given tenths of a µm off are not held by their spots' fringes. With ``refit``, a
-second fit from a fresh representation starts from the sources the first found.
+second fit from a fresh representation starts from the sources the first found. With
+``hold_depth`` the sources' common depth stays as given: moving every source by the same depth
+defocuses every spot alike, as a change in the index's level along the light's path does, so
+the images hardly tell the two apart and a free common depth lets the index's level drift.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class FitConfig:
     anneal_blur: float = 0.0  # > 0: the comparison blur starts this wide (camera pixels) and narrows linearly to compare_blur ...
     anneal_until: float = 0.5  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
     refit: int = 0  # with calibrate: then fit afresh for this many iterations from the sources the first fit found, as from a sources file
+    hold_depth: bool | None = None  # with calibrate: the sources' mean depth stays as given (see _fit_pass); None: held unless the schedule searches (fit_passes)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -200,7 +204,15 @@ def fit_passes(cfg: FitConfig) -> list[FitConfig]:
     move from the start while the images are compared blurred find positions tenths of a µm
     off, but the index shaped on the way is worse than one fitted around positions already
     right: given exact sources, that schedule alone costs about 4 dB on cells, and either half
-    of it alone (early motion, or the blur) costs little (docs/benchmarks.md)."""
+    of it alone (early motion, or the blur) costs little (docs/benchmarks.md). ``hold_depth``
+    None is resolved here."""
+    # hold_depth None: a schedule that searches for sources known only to tenths of a µm (annealed
+    # blur or a refit: positions estimated from the spots, a rough file) needs their common depth
+    # free, since a random error per source leaves one in their mean; positions trusted to a
+    # fraction of a fringe keep it, so that it cannot drift against the index's level
+    # (docs/benchmarks.md, real-structure crops). Both fits use what the first resolves to.
+    hold = cfg.hold_depth if cfg.hold_depth is not None else not (cfg.anneal_blur > 0 or cfg.refit > 0)
+    cfg = replace(cfg, hold_depth=hold)
     if cfg.refit <= 0 or not cfg.calibrate:
         return [cfg]
     return [cfg, replace(cfg, iterations=cfg.refit, refit=0, calibrate_after=FitConfig.calibrate_after, anneal_blur=0.0)]
@@ -266,6 +278,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
+    depth0 = src.detach()[:, 0].mean().clone()  # the common depth that hold_depth keeps
 
     def optimiser() -> torch.optim.Optimizer:
         groups = [{"params": list(net.parameters()), "lr": cfg.lr}]
@@ -304,8 +317,13 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
         if src.grad is not None and it <= cfg.calibrate_after * cfg.iterations:
             src.grad = None  # held until the index has settled
         opt.step()
-        with torch.no_grad():  # sources stay below the top slab (the light travels towards +z)
-            src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])
+        with torch.no_grad():
+            if cfg.calibrate and cfg.hold_depth:
+                # a common depth shift of the sources trades against the index's level on the optical
+                # path (both defocus every spot alike); left free it drifts and takes the index's level
+                # with it (0.06 µm cost 2.5 dB on a dense real-nuclei crop, docs/benchmarks.md)
+                src[:, 0] += depth0 - src[:, 0].mean()
+            src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])  # below the top slab (the light travels towards +z)
         losses.append(float(loss.detach()))
         behind = behind and losses[-1] >= beat
         if behind:

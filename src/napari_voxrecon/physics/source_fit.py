@@ -36,7 +36,9 @@ from .optics import Optics
 #: by half the fit), so that a spot's fringes do not hold a source that is off by tenths of a
 #: µm in a local minimum. docs/benchmarks.md has the screens on the tuning phantoms and the
 #: held-out checks.
-ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}  # FitConfig.anneal_until: 0.5
+# FitConfig.anneal_until: 0.5. The sources' common depth moves (FitConfig.hold_depth None with an
+# annealed blur): the depth from a spot's size assumes the bare medium.
+ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}
 
 
 def estimated_source_schedule(iterations: int) -> dict[str, float | int]:
