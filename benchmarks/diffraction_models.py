@@ -82,12 +82,11 @@ def load_volume(path: str, voxel_um: tuple[float, float, float], optics: Optics,
     the 99.9th percentile dn_max. Dense stained matter (chromatin) standing for higher index is
     the usual proxy; what matters here is that the structure is a real specimen's, not a drawn one.
     """
-    import tifffile
     from scipy.ndimage import zoom
 
-    vol = tifffile.imread(path).astype(np.float32)
-    if vol.ndim != 3:
-        raise SystemExit(f"--volume {path}: expected a 3D stack (z, y, x), got shape {vol.shape}")
+    from napari_voxrecon.io import read_volume
+
+    vol = read_volume(path).data.astype(np.float32)  # the package's reader: a 3D stack, or a message saying why not
     vol = zoom(vol, [a / b for a, b in zip(voxel_um, optics.voxel_size)], order=1)
     lo, hi = np.percentile(vol, [50, 99.9])
     return (dn_max * np.clip((vol - lo) / max(hi - lo, 1e-6), 0, 1)).astype(np.float32)

@@ -34,10 +34,9 @@ from .optics import Optics
 #: source whose light crossed a refracting cell goes to where its lensed spot fits best, not to
 #: where it is. And the images are compared blurred at first (4 camera pixels, narrowing to none
 #: by half the fit), so that a spot's fringes do not hold a source that is off by tenths of a
-#: µm in a local minimum. docs/benchmarks.md has the screens on the tuning phantoms and the
-#: held-out checks.
-# FitConfig.anneal_until: 0.5. The sources' common depth moves (FitConfig.hold_depth None with an
-# annealed blur): the depth from a spot's size assumes the bare medium.
+#: µm in a local minimum (``FitConfig.anneal_until``: 0.5). Their common depth moves too
+#: (``FitConfig.hold_depth`` None resolves to free with a blur): it is estimated, not known.
+#: docs/benchmarks.md has the screens on the tuning phantoms and the held-out checks.
 ESTIMATED_SOURCE_CALIBRATION: dict[str, float] = {"calibrate_after": 0.0, "anneal_blur": 4.0}
 
 
