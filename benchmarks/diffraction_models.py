@@ -52,7 +52,7 @@ from report import finish  # noqa: E402
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
 from napari_voxrecon.models.diffraction_fit import FitConfig, fit_index  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
-from napari_voxrecon.physics.source_fit import estimate_sources, estimated_source_schedule  # noqa: E402
+from napari_voxrecon.physics.source_fit import REFINE_ROUNDS, estimate_sources, estimated_source_schedule  # noqa: E402
 from napari_voxrecon.simulate.diffraction import (  # noqa: E402
     TYPICAL_PARTIAL_COHERENCE, PartialCoherence, draw_sources, simulate_diffraction)
 from napari_voxrecon.simulate.ri_phantoms import RI_PHANTOM_KINDS, make_ri_phantom  # noqa: E402
@@ -396,6 +396,38 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def cmd_estimate(args: argparse.Namespace) -> None:
+    """How far the positions estimated from the spots (``physics.source_fit.estimate_sources``)
+    are from the truth, per axis, with the correction on the camera's field (``--refine``
+    rounds) and without it (the table alone), on each phantom's images and on the images the same
+    sources give through the bare medium (Δn 0, the same noise): the estimator's own error
+    against what the sample adds. No fits."""
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines += ["| views | phantom | images | correction rounds | mean z error µm | mean abs z error µm | max lateral error µm |",
+              "|---|---|---|---|---|---|---|"]
+    for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
+        cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
+                           coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
+        for images_of in ("phantom", "medium"):
+            for rounds in sorted({0, args.refine}):
+                z_err, lateral = [], []
+                for case in cases:
+                    images = case.images if images_of == "phantom" else simulate_diffraction(
+                        np.full(case.truth.shape, case.optics.n_background, np.float32), case.optics, case.sources,
+                        noise_level=args.noise, seed=case.seed + 20_000, coherence=_coherence(args))
+                    err = (estimate_sources(images, case.optics, case.truth.shape[0], refine=rounds).positions
+                           - case.sources).astype(np.float64)
+                    z_err.append(err[:, 0])
+                    lateral.append(np.abs(err[:, 1:]).max())
+                    print(f"views {views} {phantom} seed {case.seed} {images_of} images, {rounds} rounds: z error "
+                          f"{np.round(err[:, 0], 3).tolist()} µm, y {np.round(err[:, 1], 3).tolist()}, "
+                          f"x {np.round(err[:, 2], 3).tolist()}", file=sys.stderr, flush=True)
+                z = np.concatenate(z_err)
+                lines.append(f"| {views} | {phantom} | {images_of} | {rounds} | {z.mean():+.3f} | {np.abs(z).mean():.3f} | "
+                             f"{max(lateral):.3f} |")
+    finish(lines, args.out)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     """Paired comparison over seeds of two methods' ``bench`` runs, read from the per-seed lines
     a bench prints to stderr (``--logs`` files, each ``path`` or ``label=path``: the label
@@ -441,7 +473,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "compare"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -478,6 +510,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="bench: calibrating arms keep the sources' mean depth as given (1) or let it move (0); default: FitConfig's")
     p.add_argument("--plain-joint", action="store_true",
                    help="bench --estimate-sources: the joint arm without the method's blur annealing and refit")
+    p.add_argument("--refine", type=int, default=REFINE_ROUNDS,
+                   help="estimate: rounds of the estimates' correction on the camera's field (compared with none)")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
@@ -499,7 +533,8 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "compare": cmd_compare}[args.mode](args)
+    {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
+     "compare": cmd_compare}[args.mode](args)
 
 
 if __name__ == "__main__":

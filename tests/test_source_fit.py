@@ -37,13 +37,19 @@ def test_the_defocus_table_grows_like_the_numerical_aperture_cone():
 def test_positions_are_recovered_from_background_medium_images(camera_pixel):
     optics = Optics(camera_pixel=camera_pixel)
     depth = 8
-    truth = torch.tensor([[-2.0, 4.0, 5.0], [-3.5, 5.5, 3.9], [-1.0, 4.6, 4.6]])
-    with torch.no_grad():
-        images = forward_images(torch.zeros(depth, 48, 48), truth, optics, pad=16).numpy()
+    # the last source's blur disc (radius about 4.5 µm) runs off the 9.6 µm field
+    truth = torch.tensor([[-2.0, 4.0, 5.0], [-3.5, 5.5, 3.9], [-1.0, 4.6, 4.6], [-6.0, 4.8, 4.8]])
+    with torch.no_grad():  # a wider margin than the estimate's model uses, and noise
+        images = forward_images(torch.zeros(depth, 48, 48), truth, optics, pad=40).numpy()
+    images = images + np.random.default_rng(0).normal(0, 0.01 * images.max(), images.shape)
     est = estimate_sources(images, optics, depth).positions
-    assert est.shape == (3, 3)
+    assert est.shape == (4, 3)
     assert np.abs(est[:, 1:] - truth[:, 1:].numpy()).max() < 0.05
-    assert np.abs(est[:, 0] - truth[:, 0].numpy()).max() < 0.2
+    assert np.abs(est[:3, 0] - truth[:3, 0].numpy()).max() < 0.03
+    assert abs(est[3, 0] - truth[3, 0]) < 0.08
+    # the table alone, fitted on whole discs, puts the clipped one far too shallow
+    table_only = estimate_sources(images, optics, depth, refine=0).positions
+    assert table_only[3, 0] - truth[3, 0] > 0.2
 
 
 def test_images_without_a_spot_are_named():

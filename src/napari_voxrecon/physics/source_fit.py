@@ -12,10 +12,13 @@ of radius about d tan(asin(NA / n)) with a sharp edge. A generalised Gaussian
 half maximum) is fitted by least squares to each image's pixels, so a disc that runs off the
 field of view is fitted from the part that is seen. The centre gives (y, x); rho gives d
 through a table of the same fit on simulated background-medium spots of known defocus
-(``defocus_table``), so the table absorbs the optics (NA, binning, the Airy core). The depth
-estimate assumes the source lies below the focal plane, as it does when its light crosses the
-sample towards the objective. The sample's index perturbs the spot (fringes, shifts of a
-fraction of a µm): the positions are a start for the fit's self-calibration, not final.
+(``defocus_table``), so the table absorbs the optics (NA, binning, the Airy core). The table's
+discs are whole; a disc clipped by the field's edge fits smaller, so each estimate is then
+corrected against its own bare-medium image simulated on the camera's field (``refine_on_field``).
+The depth estimate assumes the source lies below the focal plane, as it does when its light
+crosses the sample towards the objective. The sample's index perturbs the spot (fringes, shifts
+of a fraction of a µm, a disc widened by scattering that reads as a deeper source): the
+positions are a start for the fit's self-calibration, not final.
 """
 
 from __future__ import annotations
@@ -187,10 +190,18 @@ class SourceEstimate:
     spots: list[SpotFit]
 
 
-def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus: float | None = None) -> SourceEstimate:
+#: Rounds of the correction of each estimate against its simulated bare-medium image (it
+#: converges in two or three; a round costs one forward pass of the K views).
+REFINE_ROUNDS = 4
+
+
+def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus: float | None = None, *,
+                     pad: int = 16, refine: int = REFINE_ROUNDS) -> SourceEstimate:
     """(K, 3) source positions (z, y, x) µm from K spot images (camera pixels) of a volume of
     ``depth`` slabs. ``max_defocus``: the deepest a source is looked for below the focal plane
-    (default: twice the field of view's width)."""
+    (default: twice the field of view's width). ``pad``: the lateral margin (grid pixels) of the
+    forward model the fit will use (``FitConfig.pad``); ``refine``: rounds of the correction on
+    the camera's own field (``refine_on_field``; 0 keeps the table's estimate)."""
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[0] == 0:
         raise InputError(f"estimating source positions needs a stack of K spot images (K, H, W), not shape {images.shape}.")
@@ -212,4 +223,56 @@ def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus
         d = float(np.interp(spot.rho, table_rho, table_d))
         spots.append(spot)
         positions.append((min(focus - d, top), spot.y, spot.x))
-    return SourceEstimate(np.asarray(positions, dtype=np.float32), spots)
+    positions = np.asarray(positions, dtype=np.float64)
+    if refine > 0:
+        positions = refine_on_field(positions, spots, images.shape[1:], optics, depth, (table_d, table_rho), pad, refine)
+    return SourceEstimate(positions.astype(np.float32), spots)
+
+
+def refine_on_field(positions: np.ndarray, spots: list[SpotFit], image_shape: tuple[int, ...], optics: Optics,
+                    depth: int, table: tuple[np.ndarray, np.ndarray], pad: int, rounds: int) -> np.ndarray:
+    """Correct table estimates (K, 3) so that the bare-medium image of each source, simulated on
+    the camera's own field and fitted the same way, has the spot that was observed.
+
+    The table's radii are fitted on whole discs; a disc that runs off the field is fitted from
+    the part that is seen and comes out smaller, so the table puts a deep source too shallow
+    (0.10-0.14 µm on average for sources 2 µm below a 32 x 64 x 64 volume, whose discs of about
+    5.3 µm radius overfill the 12.8 µm field; docs/benchmarks.md). Each round simulates the
+    images of the current positions with the fit's own forward model (the same field, margin,
+    binning and focal plane), fits them like the data, and moves each source by the difference:
+    laterally by the centres' offset, in depth by the radii's divided by the table's slope
+    d rho / d defocus. Sources in focus or inside the volume (where the radius barely depends on
+    depth) keep their depth."""
+    import torch
+
+    from .wave_optics import forward_images
+
+    table_d, table_rho = table
+    cam, offset = _camera(optics)
+    h, w = (int(n) * optics.binning for n in image_shape)
+    focus = optics.focal_plane(depth)
+    dz = optics.voxel_size[0]
+    slope = np.gradient(table_rho, table_d)
+    min_slope = 0.5 * _cone_tan(optics)  # below this the radius hardly tells depth: near focus
+    pos = positions.astype(np.float64).copy()
+    # only sources below the volume: a source inside it is not seen through the bare medium alone
+    below = np.flatnonzero(pos[:, 0] < -dz / 2)
+    for _ in range(rounds if below.size else 0):
+        with torch.no_grad():
+            sim = forward_images(torch.zeros(depth, h, w), torch.from_numpy(pos[below].astype(np.float32)), optics,
+                                 pad=pad).numpy()
+        step = np.zeros((below.size, 3))
+        for j, i in enumerate(below):
+            try:
+                model = fit_spot(sim[j], cam, offset)
+            except InputError:  # the simulated spot left the field: keep this source as it is
+                continue
+            step[j, 1:] = spots[i].y - model.y, spots[i].x - model.x
+            g = float(np.interp(focus - pos[i, 0], table_d, slope))
+            if g >= min_slope:
+                step[j, 0] = -(spots[i].rho - model.rho) / g  # a larger observed disc: deeper, lower z
+        pos[below] += step
+        pos[below, 0] = np.minimum(pos[below, 0], -dz / 2)
+        if np.abs(step).max() < 1e-3:
+            break
+    return pos
