@@ -229,3 +229,18 @@ def test_a_run_failing_before_its_first_plane_leaves_no_store(tmp_path, gt_path)
         assert not (tmp_path / "x.zarr").exists()
     finally:
         unregister("sparse", "_test_broken")
+
+
+def test_the_progress_bar_shows_a_fit_s_progress_message_beside_it():
+    import io
+
+    from napari_voxrecon.cli import _bar_events
+    from napari_voxrecon.engine.events import Progress
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    bar = tqdm(total=4, file=out, mininterval=0)
+    on_event = _bar_events(bar)
+    on_event(Progress(0, 4, "fitting nvp: iteration 7/300, loss 1.2e-03"))
+    bar.close()
+    assert "fitting nvp: iteration 7/300, loss 1.2e-03" in out.getvalue()

@@ -7,7 +7,7 @@ import pytest
 
 from napari_voxrecon.engine import Job, run_job
 from napari_voxrecon.engine.cancel import CancelToken
-from napari_voxrecon.engine.events import Preview, Progress, SliceResult
+from napari_voxrecon.engine.events import Notice, Preview, Progress, SliceResult
 from napari_voxrecon.errors import InputError, JobCancelled, VoxreconError
 
 
@@ -52,6 +52,16 @@ def test_cli_reconstructs_with_the_contract_command(acquisition):
     assert rec.data.shape == ri.shape and tuple(rec.voxel_size) == pytest.approx((0.4, 0.2, 0.2))
 
 
+def test_the_cli_prints_the_estimated_source_positions(acquisition, capsys):
+    from napari_voxrecon.cli import main
+
+    root, _ = acquisition
+    assert main(["reconstruct", "diffraction", str(root / "img.tif"), "--optics", str(root / "img_optics.json"),
+                 "-o", str(root / "rec_estimated.tif"), "--iterations", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "estimated source positions (z from" in err and "fitted afresh around the positions found (4 iterations)" in err
+
+
 def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
     root, _ = acquisition
     two = tmp_path / "two.json"
@@ -87,9 +97,10 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
     out = run_job(_job(root, sources="", iterations=20), on_event=events.append)["result"]
     assert out.shape == ri.shape and np.isfinite(out).all()
     said = [e.message for e in events if isinstance(e, Progress)]
+    told = [e.message for e in events if isinstance(e, Notice)]
     assert any("no sources file: estimating the 4 source positions" in m for m in said)
     assert any("refined with the index from the start, the images compared blurred by 4 pixels at first; then the index "
-               "is fitted afresh around the positions found (20 iterations)" in m for m in said)
+               "is fitted afresh around the positions found (20 iterations)" in m for m in told)
     assert any("fitting nvp: iteration 20/40" in m for m in said)
     assert any("fitting nvp (afresh around the sources found): iteration 21/40" in m for m in said)
     # estimates move with the index from the first iteration, compared blurred at first, then are

@@ -30,11 +30,14 @@ def _progress_bar(total: int, desc: str, quiet: bool, unit: str = "plane"):
 
 
 def _bar_events(bar: Any) -> Callable[[Any], None]:
-    """An engine event handler that moves ``bar`` on Progress and prints Notices above it."""
+    """An engine event handler that moves ``bar`` on Progress (its message beside it) and prints
+    Notices above it."""
     from .engine.events import Notice, Progress
 
     def on_event(ev: Any) -> None:
         if isinstance(ev, Progress):
+            if ev.message:  # e.g. a per-stack fit's iteration and loss, while no plane is final for minutes
+                bar.set_postfix_str(ev.message, refresh=False)
             bar.update(ev.done - bar.n)  # update() honours mininterval; refresh() would redraw per plane
         elif isinstance(ev, Notice):
             bar.write(("warning: " if ev.level == "warning" else "") + ev.message, file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-from ..engine.events import Preview, Progress, SliceResult
+from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
 from ..physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimated_source_schedule
 
@@ -117,14 +117,15 @@ def _run(ctx, kind: str) -> Iterator[Any]:
         schedule["hold_depth"] = bool(p["hold_depth"])
     if not p["sources"]:
         after = schedule["calibrate_after"]
-        yield Progress(0, depth, f"estimated source positions (z from {sources[:, 0].min():.2f} to {sources[:, 0].max():.2f} µm)"
-                       + ("; self-calibration is off, so they stay as estimated" if not p["calibrate"] else
-                          "; they are refined with the index " + ("from the start" if after == 0 else
-                                                                  f"from {round(100 * after)} % of the fit on")
-                          + (f", the images compared blurred by {schedule['anneal_blur']:g} pixels at first"
-                             if schedule.get("anneal_blur", 0) > 0 else "")
-                          + (f"; then the index is fitted afresh around the positions found ({schedule['refit']} iterations)"
-                             if schedule.get("refit", 0) > 0 else "")))
+        # a Notice, not a progress message: it stays on screen (printed by the CLI, a notification in napari)
+        yield Notice(f"estimated source positions (z from {sources[:, 0].min():.2f} to {sources[:, 0].max():.2f} µm)"
+                     + ("; self-calibration is off, so they stay as estimated" if not p["calibrate"] else
+                        "; they are refined with the index " + ("from the start" if after == 0 else
+                                                                f"from {round(100 * after)} % of the fit on")
+                        + (f", the images compared blurred by {schedule['anneal_blur']:g} pixels at first"
+                           if schedule.get("anneal_blur", 0) > 0 else "")
+                        + (f"; then the index is fitted afresh around the positions found ({schedule['refit']} iterations)"
+                           if schedule.get("refit", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
                      calibrate=p["calibrate"], **schedule,
