@@ -207,7 +207,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                            coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
-        # arms: (label, calibrate, FitConfig fields of the schedule)
+        # arms: (label, calibrate, FitConfig fields of the schedule); the true sources' flag is added below
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
         joint = ({**estimated_source_schedule(args.iterations), **after} if args.estimate_sources and not args.plain_joint
                  else dict(after))
@@ -231,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 "fixed": (f"{given_by}, fixed", False, {}),
                 "joint": (f"{given_by}, joint calibration{words(joint)}", True, {**joint, **held})}
         names = args.arms or (["true"] if not (perturbed or args.estimate_sources) else ["fixed", "joint"])
-        arms = [arms[n] for n in names]
+        arms = [(*arms[n], n == "true") for n in names]  # the last field: the fit is given the true sources
         if args.estimate_sources:
             for case in cases:
                 est = estimate_sources(case.images, case.optics, case.truth.shape[0]).positions
@@ -240,8 +240,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 print(f"views {views} {phantom} seed {case.seed}: estimated sources off by {np.round(err, 3).tolist()} µm "
                       f"(z {np.round(est[:, 0] - case.sources[:, 0], 3).tolist()})", file=sys.stderr, flush=True)
         if args.alignments != ["none"]:
-            arms = [(label + f", {_alignment_words(a)}", calibrate, schedule, _alignment(a))
-                    for label, calibrate, schedule in arms for a in args.alignments]
+            arms = [(label + f", {_alignment_words(a)}", calibrate, schedule, true, _alignment(a))
+                    for label, calibrate, schedule, true in arms for a in args.alignments]
         else:
             arms = [(*arm, {}) for arm in arms]
         # what a fit that recovers nothing scores (Δn 0: the medium only), the floor of every row:
@@ -252,11 +252,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
         lines.append(f"| {views} | {phantom} | none (Δn 0, the medium) | | {np.mean([f[0] for f in floor]):.2f} | "
                      f"{np.mean([f[1] for f in floor]):.4f} | | |")
         for kind in args.methods:
-            for label, calibrate, schedule, align in arms:
+            for label, calibrate, schedule, true, align in arms:
                 rows = []
                 for case in cases:
                     given = case.estimate if args.estimate_sources else case.sources
-                    if label.startswith("true"):  # the "true" arm (and "true, fixed" without errors)
+                    if true:
                         given = case.sources
                     elif perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
