@@ -72,11 +72,12 @@ def _params(kind: str) -> tuple[Param, ...]:
               "positions found, treating them as a sources file's (-1: as many as `iterations` for positions estimated "
               "from the spots, which finds them while moving them blurred and then fits the index around them; 0 with a "
               "sources file)", min=-1, max=100000),
-        Param("hold_depth", int, -1, "with calibrate: 1 keeps the sources' mean depth as given while their relative "
-              "depths and lateral positions are refined (moving all sources deeper defocuses every spot alike, as a change "
-              "in the index's level does, so the images hardly tell the two apart), 0 lets it move; -1: 1 unless the "
-              "sources are searched for (anneal_blur or refit: positions estimated from the spots, or a file off by "
-              "tenths of a µm, whose errors leave one in the mean depth)", min=-1, max=1),
+        Param("hold_depth", int, -1, "with calibrate: 1 keeps the plane of the sources' depths (their common depth and "
+              "tilt) as given while the depths about it and the lateral positions are refined (moving all sources deeper "
+              "defocuses every spot alike, as a change in the index's level does, and a tilt trades against an index "
+              "gradient, so the images hardly tell them apart), 0 lets it move; -1: 1 unless the sources are searched "
+              "for (anneal_blur or refit: positions estimated from the spots, or a file off by tenths of a µm, whose "
+              "errors leave one in the mean depth)", min=-1, max=1),
         Param("coherence_mask", float, 0.0, "fit the images only within this fraction of each spot's radius (coherence "
               "mask: real, partially coherent fluorescence departs from the coherent model outside the blur disc and "
               "at its edge); 0: every pixel", min=0.0, max=2.0),

@@ -18,9 +18,10 @@ that lets a coherent model explain partially coherent fluorescence. With ``annea
 comparison starts that blurred and sharpens over the first ``anneal_until`` of the fit, so
 that sources given tenths of a µm off are not held by their spots' fringes. With ``refit``, a
 second fit from a fresh representation starts from the sources the first found. With
-``hold_depth`` the sources' common depth stays as given: moving every source by the same depth
-defocuses every spot alike, as a change in the index's level along the light's path does, so
-the images hardly tell the two apart and a free common depth lets the index's level drift.
+``hold_depth`` the plane of the sources' depths (common depth and tilt) stays as given: moving
+every source by the same depth defocuses every spot alike, as a change in the index's level
+along the light's path does, and a tilt trades in the same way against an index gradient across
+the field, so the images hardly tell them apart and left free they let the index drift.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class FitConfig:
     anneal_blur: float = 0.0  # > 0: the comparison blur starts this wide (camera pixels) and narrows linearly to compare_blur ...
     anneal_until: float = 0.5  # ... by this fraction of the iterations (coarse-to-fine in the images, against fringe minima)
     refit: int = 0  # with calibrate: then fit afresh for this many iterations from the sources the first fit found, as from a sources file
-    hold_depth: bool | None = None  # with calibrate: the sources' mean depth stays as given (see _fit_pass); None: held unless the schedule searches (fit_passes)
+    hold_depth: bool | None = None  # with calibrate: the plane of the sources' depths stays as given (see _fit_pass); None: held unless the schedule searches (fit_passes)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
     pad: int = 16
     checkpoint_slabs: int = 0
@@ -197,6 +198,16 @@ class FitStep:
     seconds: float
 
 
+def depth_plane_projector(sources: torch.Tensor) -> torch.Tensor:
+    """(K, K) least-squares projector of the sources' depths onto planes a + b y + c x over their
+    lateral positions (K, 3 as z, y, x): ``hold_depth`` removes this part of every depth change, so
+    the common depth and the tilt stay as given while the depths relative to that plane move. With
+    three sources or fewer (or all in a line) the plane passes through every one: all depths held."""
+    yx = sources[:, 1:].double()
+    basis = torch.cat([torch.ones_like(yx[:, :1]), yx - yx.mean(0)], dim=1)
+    return (basis @ torch.linalg.pinv(basis)).to(sources.dtype)
+
+
 def fit_passes(cfg: FitConfig) -> list[FitConfig]:
     """The fits ``cfg`` asks for, in order: itself, and with ``refit`` a second of that many
     iterations from a fresh representation whose sources start where the first left them and
@@ -278,7 +289,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
-    depth0 = src.detach()[:, 0].mean().clone()  # the common depth that hold_depth keeps
+    z0, plane = src.detach()[:, 0].clone(), depth_plane_projector(src.detach())  # what hold_depth keeps
 
     def optimiser() -> torch.optim.Optimizer:
         groups = [{"params": list(net.parameters()), "lr": cfg.lr}]
@@ -320,9 +331,11 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
         with torch.no_grad():
             if cfg.calibrate and cfg.hold_depth:
                 # a common depth shift of the sources trades against the index's level on the optical
-                # path (both defocus every spot alike); left free it drifts and takes the index's level
-                # with it (0.06 µm cost 2.5 dB on a dense real-nuclei crop, docs/benchmarks.md)
-                src[:, 0] += depth0 - src[:, 0].mean()
+                # path (both defocus every spot alike), a tilt of their plane against an index
+                # gradient across the field; left free they drift and take the index with them (0.06 µm
+                # in common cost 2.5 dB on a dense real-nuclei crop, a 0.03 µm tilt 0.5 dB on another;
+                # docs/benchmarks.md). So the depths' best-fit plane stays as given.
+                src[:, 0] -= plane @ (src[:, 0] - z0)
             src[:, 0].clamp_(max=(depth - 1) * optics.voxel_size[0])  # below the top slab (the light travels towards +z)
         losses.append(float(loss.detach()))
         behind = behind and losses[-1] >= beat
