@@ -241,8 +241,9 @@ def refine_on_field(positions: np.ndarray, spots: list[SpotFit], image_shape: tu
     images of the current positions with the fit's own forward model (the same field, margin,
     binning and focal plane), fits them like the data, and moves each source by the difference:
     laterally by the centres' offset, in depth by the radii's divided by the table's slope
-    d rho / d defocus. Sources in focus or inside the volume (where the radius barely depends on
-    depth) keep their depth."""
+    d rho / d defocus. Sources near focus (where the radius barely depends on depth) keep their
+    depth; sources inside the volume, whose light is not seen through the bare medium alone, stay
+    as the table put them."""
     import torch
 
     from .wave_optics import forward_images
@@ -255,7 +256,6 @@ def refine_on_field(positions: np.ndarray, spots: list[SpotFit], image_shape: tu
     slope = np.gradient(table_rho, table_d)
     min_slope = 0.5 * _cone_tan(optics)  # below this the radius hardly tells depth: near focus
     pos = positions.astype(np.float64).copy()
-    # only sources below the volume: a source inside it is not seen through the bare medium alone
     below = np.flatnonzero(pos[:, 0] < -dz / 2)
     for _ in range(rounds if below.size else 0):
         with torch.no_grad():
