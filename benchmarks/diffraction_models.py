@@ -224,7 +224,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             if schedule.get("refit"):
                 out += f", then {schedule['refit']} iterations afresh from the sources found"
             if "hold_depth" in held:
-                out += ", common depth " + ("held" if held["hold_depth"] else "free")
+                out += ", depth plane " + ("held" if held["hold_depth"] else "free")
             return out
 
         arms = {"true": ("true" + words({}), True, dict(held)),
@@ -408,13 +408,13 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                            coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
+        medium = [simulate_diffraction(np.full(c.truth.shape, c.optics.n_background, np.float32), c.optics, c.sources,
+                                       noise_level=args.noise, seed=c.seed + 20_000, coherence=_coherence(args)) for c in cases]
         for images_of in ("phantom", "medium"):
             for rounds in sorted({0, args.refine}):
                 z_err, lateral = [], []
-                for case in cases:
-                    images = case.images if images_of == "phantom" else simulate_diffraction(
-                        np.full(case.truth.shape, case.optics.n_background, np.float32), case.optics, case.sources,
-                        noise_level=args.noise, seed=case.seed + 20_000, coherence=_coherence(args))
+                for case, bare in zip(cases, medium):
+                    images = case.images if images_of == "phantom" else bare
                     err = (estimate_sources(images, case.optics, case.truth.shape[0], refine=rounds).positions
                            - case.sources).astype(np.float64)
                     z_err.append(err[:, 0])
@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="bench: the joint arm (only) then fits afresh for this many iterations from the sources it "
                         "found (default: as the method does, --iterations for estimated positions, none with given ones)")
     p.add_argument("--hold-depth", type=int, choices=[0, 1],
-                   help="bench: calibrating arms keep the sources' mean depth as given (1) or let it move (0); default: FitConfig's")
+                   help="bench: calibrating arms keep the plane of the sources' depths (common depth and tilt) as given (1) or "
+                        "let it move (0); default: FitConfig's")
     p.add_argument("--plain-joint", action="store_true",
                    help="bench --estimate-sources: the joint arm without the method's blur annealing and refit")
     p.add_argument("--refine", type=int, default=REFINE_ROUNDS,

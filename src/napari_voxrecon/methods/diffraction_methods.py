@@ -108,7 +108,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
         sources = read_sources(p["sources"])
     else:
         yield Progress(0, depth, f"no sources file: estimating the {ctx.volume.shape[0]} source positions from the spots")
-        sources = estimate_sources(ctx.volume, optics, depth, pad=FitConfig.pad).positions
+        sources = estimate_sources(ctx.volume, optics, depth).positions
         if p["calibrate"]:  # estimates are off by tenths of a µm: refined with the index from the start, coarse to fine
             schedule = estimated_source_schedule(p["iterations"])
     for key in ("calibrate_after", "anneal_blur", "refit"):

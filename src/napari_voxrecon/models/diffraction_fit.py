@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..physics.optics import Optics
-from ..physics.source_fit import coherence_masks
+from ..physics.source_fit import FIT_PAD, coherence_masks
 from ..physics.wave_optics import forward_images
 from .index_fields import NVPField, make_field
 
@@ -66,7 +66,7 @@ class FitConfig:
     refit: int = 0  # with calibrate: then fit afresh for this many iterations from the sources the first fit found, as from a sources file
     hold_depth: bool | None = None  # with calibrate: the plane of the sources' depths stays as given (see _fit_pass); None: held unless the schedule searches (fit_passes)
     refine_at: tuple[float, ...] = (0.3,)  # NVP: where its grid doubles (4x -> 2x coarser than the voxels); to full resolution it overfits
-    pad: int = 16
+    pad: int = FIT_PAD
     checkpoint_slabs: int = 0
     seed: int = 0
     field_kw: dict = field(default_factory=dict)

@@ -190,13 +190,17 @@ class SourceEstimate:
     spots: list[SpotFit]
 
 
+#: Lateral margin (grid pixels, Δn 0) of the forward model a fit uses (``FitConfig.pad``'s
+#: default): the estimates' correction simulates the spots with the same model.
+FIT_PAD = 16
+
 #: Rounds of the correction of each estimate against its simulated bare-medium image (it
 #: converges in two or three; a round costs one forward pass of the K views).
 REFINE_ROUNDS = 4
 
 
 def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus: float | None = None, *,
-                     pad: int = 16, refine: int = REFINE_ROUNDS) -> SourceEstimate:
+                     pad: int = FIT_PAD, refine: int = REFINE_ROUNDS) -> SourceEstimate:
     """(K, 3) source positions (z, y, x) µm from K spot images (camera pixels) of a volume of
     ``depth`` slabs. ``max_defocus``: the deepest a source is looked for below the focal plane
     (default: twice the field of view's width). ``pad``: the lateral margin (grid pixels) of the
@@ -223,7 +227,7 @@ def estimate_sources(images: np.ndarray, optics: Optics, depth: int, max_defocus
         d = float(np.interp(spot.rho, table_rho, table_d))
         spots.append(spot)
         positions.append((min(focus - d, top), spot.y, spot.x))
-    positions = np.asarray(positions, dtype=np.float64)
+    positions = np.asarray(positions)
     if refine > 0:
         positions = refine_on_field(positions, spots, images.shape[1:], optics, depth, (table_d, table_rho), pad, refine)
     return SourceEstimate(positions.astype(np.float32), spots)
@@ -255,7 +259,7 @@ def refine_on_field(positions: np.ndarray, spots: list[SpotFit], image_shape: tu
     dz = optics.voxel_size[0]
     slope = np.gradient(table_rho, table_d)
     min_slope = 0.5 * _cone_tan(optics)  # below this the radius hardly tells depth: near focus
-    pos = positions.astype(np.float64).copy()
+    pos = np.array(positions, dtype=np.float64)
     below = np.flatnonzero(pos[:, 0] < -dz / 2)
     for _ in range(rounds if below.size else 0):
         with torch.no_grad():
