@@ -21,6 +21,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py bench --phantoms volume --volume ../shared/data/cells3d_nuclei.tif --seeds 200 201 202
     # partially coherent fluorescence (emission band, extended emitter, haze), with and without the coherence mask
     python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --alignments none background=1,blur=1
+    # a representation's settings changed for one run (here the feature smoothing switched off)
+    python benchmarks/diffraction_models.py bench --views 6 --methods nvp triplane --field-kw '{"smooth": 0}'
     # time and peak memory of one fit per grid size
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
@@ -159,6 +161,14 @@ def _header(args: argparse.Namespace, what: str) -> list[str]:
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
 
 
+def _field_kw(kind: str, extra: str | None) -> dict[str, Any]:
+    """bench --field-kw: the method's representation settings with these (a JSON object) on top;
+    nothing for a method without them (the voxel grid)."""
+    if not extra or "field_kw" not in DEFAULTS[kind]:
+        return {}
+    return {"field_kw": {**DEFAULTS[kind]["field_kw"], **json.loads(extra)}}
+
+
 def _coherence(args: argparse.Namespace) -> PartialCoherence | None:
     return TYPICAL_PARTIAL_COHERENCE if getattr(args, "partial_coherence", False) else None
 
@@ -252,6 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         lines.append(f"| {views} | {phantom} | none (Δn 0, the medium) | | {np.mean([f[0] for f in floor]):.2f} | "
                      f"{np.mean([f[1] for f in floor]):.4f} | | |")
         for kind in args.methods:
+            fields = _field_kw(kind, args.field_kw)
             for label, calibrate, schedule, true, align in arms:
                 rows = []
                 for case in cases:
@@ -262,7 +273,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
                     rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        **schedule, **align))
+                                        **schedule, **align, **fields))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -514,6 +525,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refine", type=int, default=REFINE_ROUNDS,
                    help="estimate: rounds of the estimates' correction on the camera's field (compared with none)")
     p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--field-kw", help="bench: a JSON object over each feature representation's settings (its field_kw), "
+                   "e.g. '{\"smooth\": true}'")
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
     p.add_argument("--logs", nargs="+", help="compare: stderr logs of bench runs, each path or label=path")

@@ -241,6 +241,35 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
         assert 50 < spread(large) / spread(small) < 200
 
 
+def test_smooth_features_keep_the_mean_do_not_shift_and_have_no_kinks_at_the_nodes():
+    from napari_voxrecon.models.index_fields import NVPField, TriplaneField, _box_blur
+
+    spike = torch.zeros(1, 1, 9, 9, 9)
+    spike[0, 0, 4, 4, 4] = 1.0
+    for widths in ((2, 4, 3), (4, 4, 4), (1, 6, 0)):
+        out = _box_blur(spike, widths)[0, 0]
+        assert abs(float(out.sum()) - 1.0) < 1e-6  # a mean: nothing gained or lost inside the volume
+        for axis in range(3):  # symmetric about the spike: an even width does not shift it by half a voxel
+            profile = out.sum(dim=tuple(a for a in range(3) if a != axis))
+            assert torch.allclose(profile, profile.flip(0), atol=1e-7)
+    # NVP: trilinear features bend only at the nodes; smoothed ones bend less there than between
+    torch.manual_seed(0)
+    plain = NVPField((4, 4, 64), features=2, downsample=(1, 1, 8))
+    smooth = NVPField((4, 4, 64), features=2, downsample=(1, 1, 8), smooth=1.0)
+    smooth.load_state_dict(plain.state_dict())
+    for net in (plain, smooth):  # a linear read-out of the first feature, so the field is the features
+        net.mlp = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False))
+        net.mlp[0].weight.data = torch.tensor([[1.0, 0.0]])
+    kink = lambda net: float(net().detach()[2, 2].diff(n=2).abs().max())  # noqa: E731
+    assert kink(smooth) < 0.3 * kink(plain)
+    # the triplane's smoothing is the same window on each plane; one node per voxel leaves it unchanged
+    a, b = TriplaneField((5, 8, 6), features=3, downsample=1), TriplaneField((5, 8, 6), features=3, downsample=1, smooth=1.0)
+    b.load_state_dict(a.state_dict())
+    for net in (a, b):
+        net.mlp[-1].weight.data.fill_(1.0)
+    assert torch.allclose(a(), b(), atol=1e-7)
+
+
 def test_fitting_recovers_a_phantom_better_than_the_background_and_calibrates_sources():
     """A tiny noise-free problem: 6 views of a cell; the fitted NVP is closer to the truth than
     Δn = 0, and with perturbed source positions self-calibration moves them towards the truth."""

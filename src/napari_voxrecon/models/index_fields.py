@@ -8,6 +8,8 @@ the loss (``models.diffraction_fit``), so comparing them isolates the representa
 - ``NVPField`` (method ``nvp``, the paper's neural volumetric prior): an explicit 3D feature
   grid (F channels) at a coarser resolution, trilinearly sampled at each voxel and decoded by
   a 3-layer MLP; ``refine()`` doubles the feature grid's resolution (coarse to fine).
+With ``smooth``, the two feature representations also average their interpolated features
+over a node spacing (a quadratic B-spline of the nodes: the index has no kinks at the nodes).
 The MLP's last layer starts at zero, so every field starts as Δn = 0 (the background medium).
 """
 
@@ -54,11 +56,14 @@ def _grid_coords(shape: tuple[int, int, int], device: torch.device) -> torch.Ten
 
 
 class TriplaneField(nn.Module):
+    """``downsample``: voxels per plane node; ``smooth``: the bilinearly sampled plane features
+    are also averaged over this many node spacings (as ``NVPField``'s; 0: off)."""
+
     def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 2, hidden: int = 32,
-                 scale: float = 0.01, init: float = 0.1) -> None:
+                 scale: float = 0.01, init: float = 0.1, smooth: float = 0.0) -> None:
         super().__init__()
         d, h, w = shape
-        self.shape, self.scale = tuple(shape), scale
+        self.shape, self.scale, self.smooth, self.downsample = tuple(shape), scale, smooth, downsample
         r = lambda n: max(2, n // downsample)  # noqa: E731
         self.xy = nn.Parameter(init * torch.randn(1, features, r(h), r(w)))
         self.xz = nn.Parameter(init * torch.randn(1, features, r(d), r(w)))
@@ -66,8 +71,16 @@ class TriplaneField(nn.Module):
         self.mlp = _mlp(features, hidden)
 
     def forward(self) -> torch.Tensor:
-        c = _grid_coords(self.shape, self.xy.device)  # (D, H, W, 3) as (x, y, z)
         d, h, w = self.shape
+        if self.smooth:  # each plane sampled on its two axes, averaged over `smooth` node spacings, then broadcast
+            up = lambda plane, a, b: F.interpolate(plane, size=(a, b), mode="bilinear", align_corners=True)  # noqa: E731
+            ds = round(self.smooth * self.downsample)
+            xy = _box_blur(up(self.xy, h, w)[:, :, None], (0, ds, ds))[0, :, 0]  # (F, H, W)
+            xz = _box_blur(up(self.xz, d, w)[:, :, :, None], (ds, 0, ds))[0, :, :, 0]  # (F, D, W)
+            yz = _box_blur(up(self.yz, d, h)[..., None], (ds, ds, 0))[0, ..., 0]  # (F, D, H)
+            feats = xy[:, None] + xz[:, :, None] + yz[..., None]  # (F, D, H, W)
+            return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
+        c = _grid_coords(self.shape, self.xy.device)  # (D, H, W, 3) as (x, y, z)
         sample = lambda plane, a, b: F.grid_sample(  # noqa: E731
             plane, torch.stack([a, b], -1).reshape(1, -1, 1, 2), align_corners=True)[0, :, :, 0]
         feats = (sample(self.xy, c[..., 0], c[..., 1]) + sample(self.xz, c[..., 0], c[..., 2])
@@ -75,17 +88,54 @@ class TriplaneField(nn.Module):
         return self.mlp(feats.t()).reshape(d, h, w) * self.scale
 
 
+def _box_blur(x: torch.Tensor, widths: tuple[int, ...]) -> torch.Tensor:
+    """Mean of (1, C, D, H, W) over ``widths`` voxels per axis (edges replicated): a symmetric
+    window of width+1 taps with half weights at its ends, so an even width does not shift.
+    Separable, each axis's window summed as a difference of running sums (a cost that does not
+    grow with the width: a coarse level's window spans half the volume)."""
+    for axis, w in zip((2, 3, 4), widths):
+        n = x.shape[axis]
+        w = min(int(w), n - 1)
+        if w < 1:
+            continue
+        half = w // 2
+        pad = [0] * 6  # F.pad lists the last axis first; one extra in front for the running sum's zero
+        pad[2 * (4 - axis)], pad[2 * (4 - axis) + 1] = half + 1, half
+        xp = F.pad(x, pad, mode="replicate")
+        run = xp.cumsum(axis)
+        total = run.narrow(axis, 2 * half + 1, n) - run.narrow(axis, 0, n)  # the 2*half+1 taps about each voxel
+        if w % 2 == 0:  # the end taps count half
+            total = total - 0.5 * (xp.narrow(axis, 1, n) + xp.narrow(axis, 2 * half + 1, n))
+        x = total / w
+    return x
+
+
+def _axis_weights(n: int, nodes: int, width: int, device: torch.device) -> torch.Tensor:
+    """(n, nodes): voxel i's weights on the nodes along one axis: linear interpolation with the
+    end nodes on the end voxels (``grid_sample``'s ``align_corners=True``), then ``_box_blur``
+    over ``width`` voxels. A 3D grid is sampled as three such products, one per axis."""
+    pos = torch.linspace(0, nodes - 1, n, device=device) if n > 1 else torch.full((1,), (nodes - 1) / 2, device=device)
+    lo = pos.floor().clamp(max=nodes - 2).long()
+    frac = pos - lo
+    lin = torch.zeros(n, nodes, device=device)
+    lin[torch.arange(n), lo] = 1 - frac
+    lin[torch.arange(n), lo + 1] += frac
+    return _box_blur(lin[None, None, :, :, None], (width, 0, 0))[0, 0, :, :, 0] if width else lin
+
+
 class NVPField(nn.Module):
     """``downsample``: voxels per feature-grid node, one number or (z, y, x) (a coarser z suits
     views that all look along z). ``levels`` > 1 adds grids each twice as coarse as the last,
     their features concatenated before the MLP: coarse levels carry the smooth bulk of the
     index, the finest one the detail. ``init``: standard deviation of the random features.
+    ``smooth``: the trilinearly sampled features are also averaged over this many node spacings
+    (1: a quadratic B-spline of the nodes instead of a linear one, no kinks at the nodes; 0: off).
     """
 
     def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int | tuple[int, int, int] = 4,
-                 hidden: int = 32, scale: float = 0.01, levels: int = 1, init: float = 0.1) -> None:
+                 hidden: int = 32, scale: float = 0.01, levels: int = 1, init: float = 0.1, smooth: float = 0.0) -> None:
         super().__init__()
-        self.shape, self.scale = tuple(shape), scale
+        self.shape, self.scale, self.smooth = tuple(shape), scale, smooth
         ds = (downsample,) * 3 if isinstance(downsample, int) else tuple(int(v) for v in downsample)
         self.downsample = ds
         self.grids = nn.ParameterList(
@@ -106,10 +156,19 @@ class NVPField(nn.Module):
         self.grids[0] = nn.Parameter(finer)
         return True
 
+    def _sample(self, grid: torch.Tensor, level: int) -> torch.Tensor:
+        """(C, D, H, W) features at the voxels: trilinear (smoothed) interpolation of the nodes,
+        done separably, one small matrix per axis, which is several times cheaper than
+        ``grid_sample`` followed by a blur of the full-resolution features."""
+        mz, my, mx = (_axis_weights(n, nodes, round(self.smooth * ds * 2 ** level), grid.device)
+                      for n, nodes, ds in zip(self.shape, grid.shape[-3:], self.downsample))
+        x = grid[0] @ mx.t()  # (C, nz, ny, W)
+        x = torch.einsum("czyx,Yy->czYx", x, my)
+        return torch.einsum("czyx,Zz->cZyx", x, mz)
+
     def forward(self) -> torch.Tensor:
         d, h, w = self.shape
-        c = _grid_coords(self.shape, self.grids[0].device).reshape(1, d, h, w, 3)
-        feats = torch.cat([F.grid_sample(g, c, align_corners=True)[0] for g in self.grids])  # (F*levels, D, H, W)
+        feats = torch.cat([self._sample(g, lv) for lv, g in enumerate(self.grids)])  # (F*levels, D, H, W)
         return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
 
 
