@@ -45,16 +45,6 @@ class ExplicitGrid(nn.Module):
         return self.values * self.scale
 
 
-def _grid_coords(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-    """(D, H, W, 3) normalised (x, y, z) coordinates in [-1, 1] of the voxel centres (grid_sample order)."""
-    d, h, w = shape
-    zs = torch.linspace(-1, 1, d, device=device) if d > 1 else torch.zeros(1, device=device)
-    ys = torch.linspace(-1, 1, h, device=device)
-    xs = torch.linspace(-1, 1, w, device=device)
-    z, y, x = torch.meshgrid(zs, ys, xs, indexing="ij")
-    return torch.stack([x, y, z], dim=-1)
-
-
 class TriplaneField(nn.Module):
     """``downsample``: voxels per plane node; ``smooth``: the bilinearly sampled plane features
     are also averaged over this many node spacings (as ``NVPField``'s; 0: off)."""
@@ -72,20 +62,14 @@ class TriplaneField(nn.Module):
 
     def forward(self) -> torch.Tensor:
         d, h, w = self.shape
-        if self.smooth:  # each plane sampled on its two axes, averaged over `smooth` node spacings, then broadcast
-            up = lambda plane, a, b: F.interpolate(plane, size=(a, b), mode="bilinear", align_corners=True)  # noqa: E731
-            ds = round(self.smooth * self.downsample)
-            xy = _box_blur(up(self.xy, h, w)[:, :, None], (0, ds, ds))[0, :, 0]  # (F, H, W)
-            xz = _box_blur(up(self.xz, d, w)[:, :, :, None], (ds, 0, ds))[0, :, :, 0]  # (F, D, W)
-            yz = _box_blur(up(self.yz, d, h)[..., None], (ds, ds, 0))[0, ..., 0]  # (F, D, H)
-            feats = xy[:, None] + xz[:, :, None] + yz[..., None]  # (F, D, H, W)
-            return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
-        c = _grid_coords(self.shape, self.xy.device)  # (D, H, W, 3) as (x, y, z)
-        sample = lambda plane, a, b: F.grid_sample(  # noqa: E731
-            plane, torch.stack([a, b], -1).reshape(1, -1, 1, 2), align_corners=True)[0, :, :, 0]
-        feats = (sample(self.xy, c[..., 0], c[..., 1]) + sample(self.xz, c[..., 0], c[..., 2])
-                 + sample(self.yz, c[..., 1], c[..., 2]))  # (F, D*H*W)
-        return self.mlp(feats.t()).reshape(d, h, w) * self.scale
+        width = round(self.smooth * self.downsample)
+        mz, my, mx = (_axis_weights(n, nodes, width, self.xy.device)
+                      for n, nodes in ((d, self.xz.shape[-2]), (h, self.xy.shape[-2]), (w, self.xy.shape[-1])))
+        xy = my @ self.xy[0] @ mx.t()  # (F, H, W): each plane sampled on its own two axes, then broadcast
+        xz = mz @ self.xz[0] @ mx.t()  # (F, D, W)
+        yz = mz @ self.yz[0] @ my.t()  # (F, D, H)
+        feats = xy[:, None] + xz[:, :, None] + yz[..., None]  # (F, D, H, W)
+        return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
 
 
 def _box_blur(x: torch.Tensor, widths: tuple[int, ...]) -> torch.Tensor:
