@@ -244,14 +244,14 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
 def test_smooth_features_keep_the_mean_do_not_shift_and_have_no_kinks_at_the_nodes():
     from napari_voxrecon.models.index_fields import NVPField, TriplaneField, _box_blur
 
-    spike = torch.zeros(1, 1, 9, 9, 9)
-    spike[0, 0, 4, 4, 4] = 1.0
-    for widths in ((2, 4, 3), (4, 4, 4), (1, 6, 0)):
-        out = _box_blur(spike, widths)[0, 0]
-        assert abs(float(out.sum()) - 1.0) < 1e-6  # a mean: nothing gained or lost inside the volume
-        for axis in range(3):  # symmetric about the spike: an even width does not shift it by half a voxel
-            profile = out.sum(dim=tuple(a for a in range(3) if a != axis))
-            assert torch.allclose(profile, profile.flip(0), atol=1e-7)
+    spike = torch.zeros(9, 2)
+    spike[4] = 1.0
+    for width in (1, 2, 3, 4, 6):
+        out = _box_blur(spike, width)
+        assert torch.allclose(out.sum(0), torch.ones(2), atol=1e-6)  # a mean: nothing gained or lost inside
+        assert torch.allclose(out, out.flip(0), atol=1e-7)  # symmetric: an even width does not shift by half a row
+        assert int((out[:, 0] > 0).sum()) == width + 1 - width % 2  # odd: width taps; even: width + 1, half-weight ends
+    assert torch.equal(_box_blur(spike, 0), spike)
     # NVP: trilinear features bend only at the nodes; smoothed ones bend less there than between
     torch.manual_seed(0)
     plain = NVPField((4, 4, 64), features=2, downsample=(1, 1, 8))

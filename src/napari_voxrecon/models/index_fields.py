@@ -72,26 +72,22 @@ class TriplaneField(nn.Module):
         return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
 
 
-def _box_blur(x: torch.Tensor, widths: tuple[int, ...]) -> torch.Tensor:
-    """Mean of (1, C, D, H, W) over ``widths`` voxels per axis (edges replicated): a symmetric
-    window of width+1 taps with half weights at its ends, so an even width does not shift.
-    Separable, each axis's window summed as a difference of running sums (a cost that does not
-    grow with the width: a coarse level's window spans half the volume)."""
-    for axis, w in zip((2, 3, 4), widths):
-        n = x.shape[axis]
-        w = min(int(w), n - 1)
-        if w < 1:
-            continue
-        half = w // 2
-        pad = [0] * 6  # F.pad lists the last axis first; one extra in front for the running sum's zero
-        pad[2 * (4 - axis)], pad[2 * (4 - axis) + 1] = half + 1, half
-        xp = F.pad(x, pad, mode="replicate")
-        run = xp.cumsum(axis)
-        total = run.narrow(axis, 2 * half + 1, n) - run.narrow(axis, 0, n)  # the 2*half+1 taps about each voxel
-        if w % 2 == 0:  # the end taps count half
-            total = total - 0.5 * (xp.narrow(axis, 1, n) + xp.narrow(axis, 2 * half + 1, n))
-        x = total / w
-    return x
+def _box_blur(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Mean of ``x`` over ``width`` rows (its first axis; edges replicated): a symmetric window
+    of ``width`` taps, or of width+1 with half-weight ends when even, so it does not shift. Summed as a
+    difference of running sums (a cost that does not grow with the width: a coarse level's
+    window spans half the volume)."""
+    n = x.shape[0]
+    w = min(int(width), n - 1)
+    if w < 1:
+        return x
+    half = w // 2  # one extra row in front for the running sum's zero
+    xp = torch.cat([x[:1].expand(half + 1, *x.shape[1:]), x, x[-1:].expand(half, *x.shape[1:])])
+    run = xp.cumsum(0)
+    total = run[2 * half + 1:2 * half + 1 + n] - run[:n]  # the 2*half+1 taps about each row
+    if w % 2 == 0:  # the end taps count half
+        total = total - 0.5 * (xp[1:1 + n] + xp[2 * half + 1:2 * half + 1 + n])
+    return total / w
 
 
 def _axis_weights(n: int, nodes: int, width: int, device: torch.device) -> torch.Tensor:
@@ -104,7 +100,7 @@ def _axis_weights(n: int, nodes: int, width: int, device: torch.device) -> torch
     lin = torch.zeros(n, nodes, device=device)
     lin[torch.arange(n), lo] = 1 - frac
     lin[torch.arange(n), lo + 1] += frac
-    return _box_blur(lin[None, None, :, :, None], (width, 0, 0))[0, 0, :, :, 0] if width else lin
+    return _box_blur(lin, width)
 
 
 class NVPField(nn.Module):
@@ -144,6 +140,8 @@ class NVPField(nn.Module):
         """(C, D, H, W) features at the voxels: trilinear (smoothed) interpolation of the nodes,
         done separably, one small matrix per axis, which is several times cheaper than
         ``grid_sample`` followed by a blur of the full-resolution features."""
+        # the window follows the finest grid's current downsample: after refine() a coarser level's
+        # nodes stay where they were, so its window is then half its node spacing (as measured)
         mz, my, mx = (_axis_weights(n, nodes, round(self.smooth * ds * 2 ** level), grid.device)
                       for n, nodes, ds in zip(self.shape, grid.shape[-3:], self.downsample))
         x = grid[0] @ mx.t()  # (C, nz, ny, W)
