@@ -23,6 +23,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --alignments none background=1,blur=1
     # a representation's settings changed for one run (here the feature smoothing switched off)
     python benchmarks/diffraction_models.py bench --views 6 --methods nvp triplane --field-kw '{"smooth": 0}'
+    # how much of the volume the views see, and each fit scored over the seen and unseen voxels
+    python benchmarks/diffraction_models.py coverage --shape 32 128 128 --phantoms volume --volume ../shared/data/cells3d_nuclei.tif --methods nvp --fit-kw '{"tv": 1e-3, "sparsity": 7.5e-4}'
     # time and peak memory of one fit per grid size
     python benchmarks/diffraction_models.py timing --shapes 32 64 64  64 128 128
     # tuning: the built-in grid (or --configs a JSON list), scored on the tuning phantoms (one JSON line each)
@@ -287,6 +289,50 @@ def cmd_bench(args: argparse.Namespace) -> None:
     finish(lines, args.out)
 
 
+def seen_voxels(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> np.ndarray:
+    """(D, H, W) how many views see each voxel: the camera takes light within asin(NA / n) of the
+    axis, so a view sees the cone of that half-angle above its source (z grows into the volume)."""
+    tan = np.tan(np.arcsin(optics.na / optics.n_background))
+    vz, vy, vx = optics.voxel_size
+    z, y, x = np.meshgrid(*((np.arange(n) + 0.5) * v for n, v in zip(shape, (vz, vy, vx))), indexing="ij")
+    return sum((np.hypot(y - s[1], x - s[2]) <= tan * (z - s[0])).astype(np.int32) for s in sources)
+
+
+def cmd_coverage(args: argparse.Namespace) -> None:
+    """Per case: the share of the volume the views' cones see (by one, by three or more), and with
+    --methods each method's fit (its defaults with --fit-kw on top) scored over the whole volume,
+    the seen voxels and the unseen ones, beside the Δn 0 floor: whether a poor score is the
+    geometry's (unseen voxels) or the fit's."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    extra = json.loads(args.fit_kw) if args.fit_kw else {}
+    lines = _header(args, " ".join(sys.argv[1:])) + [
+        "| views | phantom | seed | seen by 1 / by 3+ | method | PSNR all | PSNR seen | PSNR unseen |", "|---|---|---|---|---|---|---|---|"]
+    for views in args.views:
+        for phantom in args.phantoms:
+            for seed in args.seeds:
+                case = make_case(seed, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
+                                 volume=args.volume_dn)
+                count = seen_voxels(case.truth.shape, case.sources, case.optics)
+                seen = count >= 1
+                rng = float(case.truth.max() - case.truth.min()) or 1.0
+                cover = f"{100 * seen.mean():.0f} % / {100 * (count >= 3).mean():.0f} %"
+                fits = [("none (Δn 0)", np.zeros_like(case.truth))]
+                for kind in args.methods:
+                    res = fit_index(case.images, case.sources, case.optics, case.truth.shape[0], kind,
+                                    fit_config(kind, iterations=args.iterations, **extra), device=args.device)
+                    fits.append((kind, res.dn))
+                for name, dn in fits:
+                    part = lambda m: (f"{peak_signal_noise_ratio(case.truth[m], dn[m], data_range=rng):.2f}"  # noqa: E731
+                                      if m.any() else "")
+                    lines.append(f"| {views} | {phantom} | {seed} | {cover} | {name} | {part(np.ones_like(seen))} | "
+                                 f"{part(seen)} | {part(~seen)} |")
+                    print(lines[-1], file=sys.stderr, flush=True)
+    if extra:
+        lines += ["", f"Fit settings over each method's defaults: {json.dumps(extra)}."]
+    finish(lines, args.out)
+
+
 def cmd_timing(args: argparse.Namespace) -> None:
     import torch
 
@@ -484,12 +530,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
     p.add_argument("--shapes", type=int, nargs="+", default=[32, 64, 64, 64, 128, 128], help="timing: grids, three numbers each")
-    p.add_argument("--methods", nargs="+", default=list(KINDS), choices=list(DEFAULTS))
+    p.add_argument("--methods", nargs="+", choices=list(DEFAULTS), help="default: all three (coverage: none, the geometry only)")
     p.add_argument("--phantoms", nargs="+", default=["cell", "tubes"], choices=[*RI_PHANTOM_KINDS, VOLUME_KIND],
                    help="phantom kinds; every seed is drawn of each (rows per kind); 'volume': crops of --volume")
     p.add_argument("--volume", help="bench: a real fluorescence stack (z, y, x) whose crops are the 'volume' phantoms")
@@ -527,6 +573,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--field-kw", help="bench: a JSON object over each feature representation's settings (its field_kw), "
                    "e.g. '{\"smooth\": true}'")
+    p.add_argument("--fit-kw", help="coverage: a JSON object of FitConfig fields over each method's defaults, "
+                   "e.g. '{\"tv\": 1e-3}'")
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
     p.add_argument("--logs", nargs="+", help="compare: stderr logs of bench runs, each path or label=path")
@@ -539,6 +587,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")
     args = p.parse_args(argv)
+    if args.methods is None:
+        args.methods = [] if args.mode == "coverage" else list(KINDS)
     if args.seeds is None:
         args.seeds = [100, 101, 102] if args.mode in ("tune", "diagnose") else [200, 201, 202]
     args.volume_dn = (load_volume(args.volume, tuple(args.volume_voxel), Optics(), args.volume_max_dn)
@@ -548,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
-     "compare": cmd_compare}[args.mode](args)
+     "compare": cmd_compare, "coverage": cmd_coverage}[args.mode](args)
 
 
 if __name__ == "__main__":
