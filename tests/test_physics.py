@@ -357,9 +357,10 @@ def test_support_pruning_and_sparsity_priors_act_on_every_representation():
     ri = (1.33 + 0.03 * (((z - 4) / 2) ** 2 + ((y - 16) / 5) ** 2 + ((x - 16) / 5) ** 2 < 1)).astype(np.float32)  # one bead
     src = draw_sources(shape, optics, 4, "below", seed=11)
     imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
-    for kind in ("nvp", "triplane", "explicit"):
+    for kind in ("nvp", "triplane", "explicit"):  # the priors at their weights as given (tested on their own below)
         steps = []
-        res = fit_index(imgs, src, optics, shape[0], kind, FitConfig(iterations=20, pad=8, calibrate=False, prune=0.7, prune_at=(0.5,)),
+        res = fit_index(imgs, src, optics, shape[0], kind, FitConfig(iterations=20, pad=8, calibrate=False, prune=0.7, prune_at=(0.5,),
+                                                                     cover_priors=False),
                         callback=lambda step: steps.append(step.render()))
         outside = support_of(torch.from_numpy(steps[8]), 0.7).numpy() == 0  # the estimate the support was taken from
         assert outside.mean() > 0.05 and float(np.abs(res.dn[outside]).max()) == 0.0
@@ -435,3 +436,56 @@ def test_an_annealed_comparison_blur_narrows_from_its_start_to_the_fixed_blur():
     assert sigmas[0] == 3.0 and sigmas[20] == pytest.approx(2.0)  # halfway through the 40 annealed iterations
     assert all(a >= b for a, b in zip(sigmas, sigmas[1:])) and set(sigmas[40:]) == {1.0}
     assert comparison_blur(FitConfig(iterations=100, anneal_blur=2.0), 51) == 0.0  # to unblurred, by half the fit by default
+
+
+def test_views_see_the_acceptance_cone_above_their_sources():
+    """A source sees the voxels above it within asin(NA / n) of the axis, none level with or below
+    it; one far below sees the whole grid, one above it none; ``view_share`` averages the share."""
+    from napari_voxrecon.physics.coverage import view_share, views_per_voxel
+
+    optics = Optics(voxel_size=(0.4, 0.2, 0.2))  # NA 0.8 in water: tan(asin(0.8 / 1.33)) = 0.753
+    tan = math.tan(math.asin(optics.na / optics.n_background))
+    shape = (8, 16, 16)
+    src = np.array([[0.8, 1.6, 1.6]])  # at slab 2, under pixel (8, 8)
+    count = views_per_voxel(shape, src, optics)
+    assert count[:3].sum() == 0 and count[3, 8, 8] == 1  # slab 2 is level with it
+    height = 7 * 0.4 - 0.8  # the top slab, 2 µm above the source: the cone's radius there is 1.51 µm
+    r = np.hypot(*np.meshgrid((np.arange(16) - 8) * 0.2, (np.arange(16) - 8) * 0.2, indexing="ij"))
+    np.testing.assert_array_equal(count[7], (r <= tan * height).astype(np.int32))
+    assert view_share(shape, np.array([[-100.0, 1.6, 1.6]]), optics) == 1.0
+    assert view_share(shape, np.array([[5.0, 1.6, 1.6]]), optics) == 0.0
+    two = np.array([[-100.0, 1.6, 1.6], [5.0, 1.6, 1.6]])
+    assert view_share(shape, two, optics) == 0.5 and views_per_voxel(shape, two, optics).max() == 1
+    assert view_share(shape, np.zeros((0, 3)), optics) == 0.0
+
+
+def test_the_priors_weigh_with_the_share_of_views_that_see_the_grid():
+    """``prior_scale`` is 1 at the tuning geometry's share, smaller for a field wide for its depth;
+    a fit with ``cover_priors`` is the fit without it at tv and sparsity times that scale."""
+    from napari_voxrecon.models.diffraction_fit import REFERENCE_VIEW_SHARE, FitConfig, fit_index, prior_scale
+    from napari_voxrecon.physics.coverage import view_share
+    from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    optics = Optics(voxel_size=(0.4, 0.2, 0.2))
+    small, wide = (32, 64, 64), (32, 128, 128)
+    s_small = draw_sources(small, optics, 6, "below", seed=10_100)  # a tuning seed's sources
+    s_wide = draw_sources(wide, optics, 6, "below", seed=10_100)
+    assert prior_scale(small, s_small, optics) == pytest.approx(view_share(small, s_small, optics) / REFERENCE_VIEW_SHARE)
+    assert abs(prior_scale(small, s_small, optics) - 1) < 0.05
+    assert prior_scale(wide, s_wide, optics) < 0.5
+    assert prior_scale(small, np.array([[50.0, 3.0, 3.0]]), optics) == pytest.approx(0.1)  # unseen: floored
+    torch.set_num_threads(2)
+    shape = (8, 32, 32)
+    src = draw_sources(shape, optics, 3, "below", seed=5)
+    scale = prior_scale(shape, src, optics)
+    assert abs(scale - 1) > 0.1  # a geometry where the weighting matters
+    ri = make_ri_phantom(shape, "cell", seed=5, voxel_size=optics.voxel_size)
+    imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)
+    base = dict(iterations=6, pad=8, calibrate=False, tv=0.05, sparsity=0.05)
+    on = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(**base))
+    scaled = fit_index(imgs, src, optics, shape[0], "explicit",
+                       FitConfig(**{**base, "tv": 0.05 * scale, "sparsity": 0.05 * scale, "cover_priors": False}))
+    off = fit_index(imgs, src, optics, shape[0], "explicit", FitConfig(**{**base, "cover_priors": False}))
+    np.testing.assert_allclose(on.losses, scaled.losses, rtol=1e-5)
+    assert not np.allclose(on.losses, off.losses, rtol=1e-3)

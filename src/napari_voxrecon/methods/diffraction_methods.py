@@ -59,6 +59,9 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("tv", float, d["tv"], "weight τ of the total-variation prior on the index", min=0.0, max=10.0),
         Param("sparsity", float, d["sparsity"], "weight of the L1 prior on the index contrast (the least index "
               "that explains the images)", min=0.0, max=10.0),
+        Param("cover_priors", bool, True, "weigh tv and sparsity by the share of the views that see an average voxel "
+              "(their sources' acceptance cones) against the geometry they were tuned on: in a field wide for its depth "
+              "each view sees only part of the volume, and the same weights would over-regularise it"),
         Param("prune", float, d["prune"], f"at {_percent(d['prune_at'])} of the iterations, keep the index only where it "
               "exceeds this fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
@@ -98,7 +101,8 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     import numpy as np
     import torch
 
-    from ..models.diffraction_fit import FitConfig, fit_steps, result_of
+    from ..models.diffraction_fit import REFERENCE_VIEW_SHARE, FitConfig, fit_steps, prior_scale, result_of
+    from ..physics.coverage import view_share
     from ..physics.optics import Optics
     from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
@@ -131,10 +135,18 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                         + (f"; then the index is fitted afresh around the positions found ({schedule['refit']} iterations)"
                            if schedule.get("refit", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
-    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"], prune=p["prune"],
+    cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"],
+                     cover_priors=p["cover_priors"], prune=p["prune"],
                      calibrate=p["calibrate"], **schedule,
                      coherence_mask=p["coherence_mask"],
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
+    if cfg.cover_priors:
+        shape = (depth, *(n * optics.binning for n in ctx.volume.shape[1:]))
+        scale = prior_scale(shape, sources, optics)
+        if abs(scale - 1) > 0.25:
+            yield Notice(f"an average voxel is seen by {100 * view_share(shape, sources, optics):.0f} % of the views "
+                         f"({100 * REFERENCE_VIEW_SHARE:.0f} % in the geometry the defaults were tuned on): tv and sparsity "
+                         f"are weighted x{scale:.2f} to match (turn cover_priors off to use them as given)")
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None
