@@ -55,6 +55,7 @@ from report import finish  # noqa: E402
 
 from napari_voxrecon.methods.diffraction_methods import DEFAULTS, fit_config  # noqa: E402
 from napari_voxrecon.models.diffraction_fit import FitConfig, fit_index  # noqa: E402
+from napari_voxrecon.physics.coverage import views_per_voxel  # noqa: E402
 from napari_voxrecon.physics.optics import Optics  # noqa: E402
 from napari_voxrecon.physics.source_fit import REFINE_ROUNDS, estimate_sources, estimated_source_schedule  # noqa: E402
 from napari_voxrecon.simulate.diffraction import (  # noqa: E402
@@ -264,7 +265,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         lines.append(f"| {views} | {phantom} | none (Δn 0, the medium) | | {np.mean([f[0] for f in floor]):.2f} | "
                      f"{np.mean([f[1] for f in floor]):.4f} | | |")
         for kind in args.methods:
-            fields = _field_kw(kind, args.field_kw)
+            fields = {**(json.loads(args.fit_kw) if args.fit_kw else {}), **_field_kw(kind, args.field_kw)}
             for label, calibrate, schedule, true, align in arms:
                 rows = []
                 for case in cases:
@@ -274,8 +275,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
                     elif perturbed:
                         rng = np.random.default_rng(case.seed + 30_000)
                         given = (case.sources + rng.normal(0, args.perturb, case.sources.shape)).astype(np.float32)
-                    rows.append(run_fit(case, kind, given, args.device, calibrate=calibrate, iterations=args.iterations,
-                                        **schedule, **align, **fields))
+                    rows.append(run_fit(case, kind, given, args.device, **{"calibrate": calibrate, "iterations": args.iterations,
+                                                                          **schedule, **align, **fields}))
                     print(f"views {views} {phantom} {kind} {label} seed {case.seed}: {rows[-1]}", file=sys.stderr, flush=True)
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 lines.append(f"| {views} | {phantom} | {kind} | {label} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
@@ -283,19 +284,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.estimate_sources:
         lines += ["", "Source positions given to the fit: estimated from the images (``physics.source_fit``), as a "
                   "reconstruction without a sources file does."]
+    if args.fit_kw:
+        lines += ["", f"Fit settings over each method's defaults: {json.dumps(json.loads(args.fit_kw))}."]
     if perturbed:
         lines += ["", f"Source positions given to the fit: the true ones plus Gaussian errors of {args.perturb} µm "
                   "(standard deviation per axis)."]
     finish(lines, args.out)
-
-
-def seen_voxels(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> np.ndarray:
-    """(D, H, W) how many views see each voxel: the camera takes light within asin(NA / n) of the
-    axis, so a view sees the cone of that half-angle above its source (z grows into the volume)."""
-    tan = np.tan(np.arcsin(optics.na / optics.n_background))
-    vz, vy, vx = optics.voxel_size
-    z, y, x = np.meshgrid(*((np.arange(n) + 0.5) * v for n, v in zip(shape, (vz, vy, vx))), indexing="ij")
-    return sum((np.hypot(y - s[1], x - s[2]) <= tan * (z - s[0])).astype(np.int32) for s in sources)
 
 
 def cmd_coverage(args: argparse.Namespace) -> None:
@@ -313,7 +307,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
             for seed in args.seeds:
                 case = make_case(seed, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
                                  volume=args.volume_dn)
-                count = seen_voxels(case.truth.shape, case.sources, case.optics)
+                count = views_per_voxel(case.truth.shape, case.sources, case.optics)
                 seen = count >= 1
                 rng = float(case.truth.max() - case.truth.min()) or 1.0
                 cover = f"{100 * seen.mean():.0f} % / {100 * (count >= 3).mean():.0f} %"
@@ -573,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--field-kw", help="bench: a JSON object over each feature representation's settings (its field_kw), "
                    "e.g. '{\"smooth\": true}'")
-    p.add_argument("--fit-kw", help="coverage: a JSON object of FitConfig fields over each method's defaults, "
+    p.add_argument("--fit-kw", help="bench, coverage: a JSON object of FitConfig fields over each method's defaults, "
                    "e.g. '{\"tv\": 1e-3}'")
     p.add_argument("--configs", default="grid", help="tune: JSON list of {kind, FitConfig fields...}, or 'grid' (tuning_grid())")
     p.add_argument("--part", default="0/1", help="tune: this process's share i/k of the configurations")
