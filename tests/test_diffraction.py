@@ -113,6 +113,37 @@ def test_without_a_sources_file_the_positions_are_estimated_and_refined(acquisit
         (0.0, 4.0, 0.5, 20), (0.5, 0.0, 0.5, 0), (0.5, 2.0, 0.5, 3), (0.25, 0.0, 0.5, 0), (0.5, 0.0, 0.5, 0)]
 
 
+def test_the_feature_representations_weigh_their_priors_by_the_views_coverage_and_say_so(tmp_path, monkeypatch):
+    """Four views under a field 9.6 µm wide and 3.2 µm deep see less of it than the tuning
+    geometry's six: nvp's priors weigh less, with a notice giving the weight; the voxel grid keeps
+    its own, as does a job that turns the weighting off."""
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import write_volume
+    from napari_voxrecon.models.diffraction_fit import REFERENCE_VIEW_SHARE, prior_scale
+    from napari_voxrecon.physics.optics import Optics
+    from napari_voxrecon.simulate.diffraction import read_sources
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    ri = make_ri_phantom((8, 48, 48), "cell", seed=5, voxel_size=(0.4, 0.2, 0.2))
+    write_volume(tmp_path / "ri.tif", ri, (0.4, 0.2, 0.2))
+    assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "img.tif"), "--views", "4",
+                 "--sources-out", str(tmp_path / "src.json"), "-q"]) == 0
+    weight = prior_scale(ri.shape, read_sources(str(tmp_path / "src.json")), Optics.load(str(tmp_path / "img_optics.json")))
+    assert weight < 0.75
+    seen = _fit_configs(monkeypatch)
+    told = {}
+    for method, params in (("nvp", {}), ("explicit", {}), ("nvp", {"cover_priors": False})):
+        events = []
+        run_job(_job(tmp_path, method, iterations=1, **params), on_event=events.append)
+        told[(method, *params)] = [e.message for e in events if isinstance(e, Notice) and "weighted" in e.message]
+    assert [c.cover_priors for c in seen] == [True, False, False]
+    share = 100 * weight * REFERENCE_VIEW_SHARE
+    assert told[("nvp",)] == [f"an average voxel is seen by {share:.0f} % of the views (57 % in the geometry the defaults "
+                              f"were tuned on): tv and sparsity are weighted x{weight:.2f} to match (turn cover_priors off "
+                              "to use them as given)"]
+    assert told[("explicit",)] == [] and told[("nvp", "cover_priors")] == []
+
+
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):
     root, ri = acquisition
     out = run_job(_job(root, coherence_mask=0.9, background=1, blur=1.0, iterations=5))["result"]

@@ -27,6 +27,11 @@ PREVIEW_SECONDS = 5.0
 #: Both feature representations average their interpolated features over one node spacing
 #: (``smooth``: no kinks at the nodes): +0.62 ± 0.20 dB for NVP and +0.85 ± 0.19 for the triplane
 #: over 18 held-out phantoms.
+#: τ and the sparsity weight are those of that geometry: the feature representations weigh them by
+#: the fit's own views' coverage (``FitConfig.cover_priors``, ``models.diffraction_fit.prior_scale``;
+#: about +1 dB on wide fields). The voxel grid does not: it has no smoothness of its own, its τ is
+#: what fills the voxels the views barely see, and weighted it gained nothing on the same wide
+#: fields (-0.1 dB over three, -0.6 to +0.4).
 #: Every method lets each image carry a smooth (order-1) background: free on coherent simulations
 #: (+0.03 ± 0.10 dB over 18 held-out fits) and 8-14 dB on hazy ones; real fluorescence is hazy.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -35,7 +40,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "field_kw": {"features": 8, "downsample": 8, "levels": 2, "smooth": 1.0}, "background_order": 1},
     "triplane": {"lr": 0.03, "tv": 4e-3, "sparsity": 3e-3, "prune": 0.1, "prune_at": (0.3,), "field_kw": {"features": 16, "downsample": 4, "smooth": 1.0},
                  "background_order": 1},
-    "explicit": {"lr": 0.3, "tv": 3e-2, "sparsity": 0.0, "prune": 0.1, "prune_at": (0.3,), "background_order": 1},
+    "explicit": {"lr": 0.3, "tv": 3e-2, "sparsity": 0.0, "prune": 0.1, "prune_at": (0.3,), "background_order": 1,
+                 "cover_priors": False},
 }
 
 
@@ -59,9 +65,11 @@ def _params(kind: str) -> tuple[Param, ...]:
         Param("tv", float, d["tv"], "weight τ of the total-variation prior on the index", min=0.0, max=10.0),
         Param("sparsity", float, d["sparsity"], "weight of the L1 prior on the index contrast (the least index "
               "that explains the images)", min=0.0, max=10.0),
-        Param("cover_priors", bool, True, "weigh tv and sparsity by the share of the views that see an average voxel "
-              "(their sources' acceptance cones) against the geometry they were tuned on: in a field wide for its depth "
-              "each view sees only part of the volume, and the same weights would over-regularise it"),
+        Param("cover_priors", bool, d.get("cover_priors", True), "weigh tv and sparsity by the share of the views "
+              "that see an average voxel (their sources' acceptance cones) against the geometry they were tuned on: in a "
+              "field wide for its depth each view sees only part of the volume, and the same weights would "
+              "over-regularise it (off by default for the explicit voxel grid, whose strong tv fills what the views "
+              "barely see)"),
         Param("prune", float, d["prune"], f"at {_percent(d['prune_at'])} of the iterations, keep the index only where it "
               "exceeds this fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
