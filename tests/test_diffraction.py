@@ -120,6 +120,7 @@ def test_the_feature_representations_weigh_their_priors_by_the_views_coverage_an
     from napari_voxrecon.cli import main
     from napari_voxrecon.io import write_volume
     from napari_voxrecon.models.diffraction_fit import REFERENCE_VIEW_SHARE, prior_scale
+    from napari_voxrecon.physics.coverage import view_share
     from napari_voxrecon.physics.optics import Optics
     from napari_voxrecon.simulate.diffraction import read_sources
     from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
@@ -128,7 +129,8 @@ def test_the_feature_representations_weigh_their_priors_by_the_views_coverage_an
     write_volume(tmp_path / "ri.tif", ri, (0.4, 0.2, 0.2))
     assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "img.tif"), "--views", "4",
                  "--sources-out", str(tmp_path / "src.json"), "-q"]) == 0
-    weight = prior_scale(ri.shape, read_sources(str(tmp_path / "src.json")), Optics.load(str(tmp_path / "img_optics.json")))
+    weight = prior_scale(view_share(ri.shape, read_sources(str(tmp_path / "src.json")),
+                                    Optics.load(str(tmp_path / "img_optics.json"))))
     assert weight < 0.75
     seen = _fit_configs(monkeypatch)
     told = {}

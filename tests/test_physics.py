@@ -471,14 +471,14 @@ def test_the_priors_weigh_with_the_share_of_views_that_see_the_grid():
     small, wide = (32, 64, 64), (32, 128, 128)
     s_small = draw_sources(small, optics, 6, "below", seed=10_100)  # a tuning seed's sources
     s_wide = draw_sources(wide, optics, 6, "below", seed=10_100)
-    assert prior_scale(small, s_small, optics) == pytest.approx(view_share(small, s_small, optics) / REFERENCE_VIEW_SHARE)
-    assert abs(prior_scale(small, s_small, optics) - 1) < 0.05
-    assert prior_scale(wide, s_wide, optics) < 0.5
-    assert prior_scale(small, np.array([[50.0, 3.0, 3.0]]), optics) == pytest.approx(0.1)  # unseen: floored
+    assert prior_scale(view_share(small, s_small, optics)) == pytest.approx(view_share(small, s_small, optics) / REFERENCE_VIEW_SHARE)
+    assert abs(prior_scale(view_share(small, s_small, optics)) - 1) < 0.05
+    assert prior_scale(view_share(wide, s_wide, optics)) < 0.5
+    assert prior_scale(view_share(small, np.array([[50.0, 3.0, 3.0]]), optics)) == pytest.approx(0.1)  # unseen: floored
     torch.set_num_threads(2)
     shape = (8, 32, 32)
     src = draw_sources(shape, optics, 3, "below", seed=5)
-    scale = prior_scale(shape, src, optics)
+    scale = prior_scale(view_share(shape, src, optics))
     assert abs(scale - 1) > 0.1  # a geometry where the weighting matters
     ri = make_ri_phantom(shape, "cell", seed=5, voxel_size=optics.voxel_size)
     imgs = simulate_diffraction(ri, optics, src, 0.0, pad=8)

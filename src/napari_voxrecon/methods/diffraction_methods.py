@@ -150,9 +150,10 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
     if cfg.cover_priors:
         shape = (depth, *(n * optics.binning for n in ctx.volume.shape[1:]))
-        scale = prior_scale(shape, sources, optics)
+        share = view_share(shape, sources, optics)
+        scale = prior_scale(share)
         if abs(scale - 1) > 0.25:
-            yield Notice(f"an average voxel is seen by {100 * view_share(shape, sources, optics):.0f} % of the views "
+            yield Notice(f"an average voxel is seen by {100 * share:.0f} % of the views "
                          f"({100 * REFERENCE_VIEW_SHARE:.0f} % in the geometry the defaults were tuned on): tv and sparsity "
                          f"are weighted x{scale:.2f} to match (turn cover_priors off to use them as given)")
     gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)

@@ -169,9 +169,9 @@ def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weigh
         + ssim_weight * (1 - ssim_images(p, meas, weight=weight)) / 2
 
 
-def prior_scale(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> float:
-    """What ``cover_priors`` multiplies tv and sparsity by: the share of the views that see an
-    average voxel (``physics.coverage.view_share``) over that of the tuning geometry.
+def prior_scale(share: float) -> float:
+    """What ``cover_priors`` multiplies tv and sparsity by, given the share of the views that see
+    an average voxel (``physics.coverage.view_share``): that share over the tuning geometry's.
 
     The image terms are means over all K views' pixels, so a voxel's pull from the data is in
     proportion to the share of the views whose cone holds it; the priors, means over the voxels,
@@ -180,7 +180,7 @@ def prior_scale(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics
     weighted, wide real-nuclei fits gained 0.8 dB (NVP) and 1.1 dB (triplane), at no measurable
     cost on the tuning-size and dense fields (docs/benchmarks.md). Floored at a tenth, so that a
     grid the cones barely reach keeps some prior."""
-    return max(view_share(shape, sources, optics), 0.1 * REFERENCE_VIEW_SHARE) / REFERENCE_VIEW_SHARE
+    return max(share, 0.1 * REFERENCE_VIEW_SHARE) / REFERENCE_VIEW_SHARE
 
 
 def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = PRUNE_MARGIN) -> torch.Tensor:
@@ -311,7 +311,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
     z0, plane = src.detach()[:, 0].clone(), depth_plane_projector(src.detach())  # what hold_depth keeps
-    weigh = prior_scale(shape, src.detach().cpu().numpy(), optics) if cfg.cover_priors else 1.0
+    weigh = prior_scale(view_share(shape, np.asarray(sources, dtype=np.float32), optics)) if cfg.cover_priors else 1.0
     tv, sparsity = cfg.tv * weigh, cfg.sparsity * weigh
 
     def optimiser() -> torch.optim.Optimizer:
