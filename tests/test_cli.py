@@ -97,6 +97,38 @@ def test_flag_of_another_method_is_an_error(tmp_path, gt_path, capsys, method_wi
                  "--method", "_test_param", "--strength", "2", "-q"]) == 0
 
 
+@pytest.fixture
+def method_with_switch():
+    from napari_voxrecon.engine.registry import Method, Param, register, unregister
+    from napari_voxrecon.methods.sparse_baselines import _run_linear
+
+    seen: list[bool] = []
+
+    def run(ctx):
+        seen.append(ctx.params["switch"])
+        yield from _run_linear(ctx)
+
+    register(Method("sparse", "_test_switch", "test", run, params=(Param("switch", bool, True, "test"),)))
+    yield seen
+    unregister("sparse", "_test_switch")
+
+
+@pytest.mark.parametrize("word, value", [("false", False), ("Off", False), ("0", False), ("yes", True), ("TRUE", True)])
+def test_bool_option_words(tmp_path, gt_path, method_with_switch, word, value):
+    assert main(["reconstruct", "sparse", str(gt_path), "-o", str(tmp_path / "o.tif"), "--interval", "2",
+                 "--method", "_test_switch", "--switch", word, "-q"]) == 0
+    assert method_with_switch == [value]
+
+
+def test_bool_option_typo_is_refused(tmp_path, gt_path, method_with_switch, capsys):
+    out = tmp_path / "o.tif"
+    rc = main(["reconstruct", "sparse", str(gt_path), "-o", str(out), "--interval", "2",
+               "--method", "_test_switch", "--switch", "ture", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--switch" in err and "'ture'" in err and "true or false" in err
+    assert method_with_switch == [] and not out.exists()  # refused before anything ran or was written
+
+
 def test_zarr_output_resumes_after_interruption(tmp_path, gt_path):
     from napari_voxrecon.engine import CancelToken, Job, run_job
     from napari_voxrecon.engine.events import SliceResult

@@ -65,13 +65,11 @@ def _add_common_output(p: argparse.ArgumentParser) -> None:
 
 def _param_kwargs(param) -> dict[str, Any]:
     kw: dict[str, Any] = {"default": None, "help": param.help.replace("%", "%%")}  # argparse %-formats help texts
+    kw["type"] = str  # coerced and range-checked by Param.coerce, one place for both front ends
     if param.type is bool:
-        kw["type"] = lambda s: s.strip().lower() in ("1", "true", "yes", "on")
         kw["metavar"] = "{true,false}"
-    else:
-        kw["type"] = str  # coerced and range-checked by Param.coerce, one place for both front ends
-        if param.choices:
-            kw["metavar"] = "{" + ",".join(map(str, param.choices)) + "}"
+    elif param.choices:
+        kw["metavar"] = "{" + ",".join(map(str, param.choices)) + "}"
     if param.default is not None:
         kw["help"] += f" (default {param.default})"
     return kw

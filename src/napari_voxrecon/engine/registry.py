@@ -35,11 +35,12 @@ class Param:
             return None
         try:
             if self.type is bool and isinstance(value, str):
-                v: Any = value.strip().lower() in ("1", "true", "yes", "on")
+                v: Any = _parse_bool(value)
             else:
                 v = self.type(value)
         except (TypeError, ValueError):
-            raise VoxreconError(f"{self.flag}: expected a {self.type.__name__}, got {value!r}.") from None
+            expected = "true or false (or yes/no, on/off, 1/0)" if self.type is bool else f"a {self.type.__name__}"
+            raise VoxreconError(f"{self.flag}: expected {expected}, got {value!r}.") from None
         if self.choices is not None and v not in self.choices:
             raise VoxreconError(f"{self.flag}: {v!r} is not one of {', '.join(map(str, self.choices))}.")
         if self.min is not None and v < self.min:
@@ -47,6 +48,20 @@ class Param:
         if self.max is not None and v > self.max:
             raise VoxreconError(f"{self.flag}: {v} is above the maximum {self.max:g}.")
         return v
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _parse_bool(text: str) -> bool:
+    """A yes/no word; anything else is refused (a typo must not silently turn an option off)."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(text)
 
 
 def _one(params: dict[str, Any]) -> int:
