@@ -149,8 +149,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                      coherence_mask=p["coherence_mask"],
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)
     if cfg.cover_priors:
-        shape = (depth, *(n * optics.binning for n in ctx.volume.shape[1:]))
-        share = view_share(shape, sources, optics)
+        share = view_share(ctx.output_shape, sources, optics)  # the output is the fit's grid
         scale = prior_scale(share)
         if abs(scale - 1) > 0.25:
             yield Notice(f"an average voxel is seen by {100 * share:.0f} % of the views "
