@@ -21,6 +21,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py bench --phantoms volume --volume ../shared/data/cells3d_nuclei.tif --seeds 200 201 202
     # partially coherent fluorescence (emission band, extended emitter, haze), with and without the coherence mask
     python benchmarks/diffraction_models.py bench --views 6 --partial-coherence --alignments none background=1,blur=1
+    # cells and nuclei with lobed outlines instead of ellipsoids (the same layout per seed)
+    python benchmarks/diffraction_models.py bench --views 6 --phantoms cell tissue --irregular 0.25
     # a representation's settings changed for one run (here the feature smoothing switched off)
     python benchmarks/diffraction_models.py bench --views 6 --methods nvp triplane --field-kw '{"smooth": 0}'
     # how much of the volume the views see, and each fit scored over the seen and unseen voxels
@@ -118,14 +120,15 @@ def crop_volume(volume: np.ndarray, shape: tuple[int, int, int], seed: int) -> n
 
 def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
               placement: str = "below", coherence: PartialCoherence | None = None,
-              volume: np.ndarray | None = None) -> Case:
+              volume: np.ndarray | None = None, irregular: float = 0.0) -> Case:
     optics = Optics()
     if kind == VOLUME_KIND:
         if volume is None:
             raise SystemExit("--phantoms volume needs --volume PATH (a real 3D stack, e.g. ../shared/data/cells3d_nuclei.tif)")
         ri = crop_volume(volume, shape, seed) + np.float32(optics.n_background)
     else:
-        ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background)
+        ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background,
+                             irregular=irregular if kind != "tubes" else 0.0)
     sources = draw_sources(shape, optics, views, placement, seed=seed + 10_000)
     images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000, coherence=coherence)
     return Case(seed, ri - np.float32(optics.n_background), images, sources, optics)
@@ -159,9 +162,14 @@ def _header(args: argparse.Namespace, what: str) -> list[str]:
             f"intensity from median to 99.9th percentile read as Δn 0-{args.volume_max_dn:g})"
             if getattr(args, "volume", None) else "")
     return [f"Data: simulated {' and '.join(args.phantoms)} phantoms{real} {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
-            f"{args.placement} the volume, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
+            f"{args.placement} the volume{_irregular_words(args)}, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
             f"{platform.machine()}, {_device_words(args.device)}.", "",
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
+
+
+def _irregular_words(args: argparse.Namespace) -> str:
+    irregular = getattr(args, "irregular", 0.0)
+    return f", outlines of cells and nuclei irregular ({irregular:g}; tubes unchanged)" if irregular else ""
 
 
 def _field_kw(kind: str, extra: str | None) -> dict[str, Any]:
@@ -218,7 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     lines += ["| views | phantom | method | sources | PSNR | SSIM | source error µm | s / fit |", "|---|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                           coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
+                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular) for s in args.seeds]
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
         # arms: (label, calibrate, FitConfig fields of the schedule); the true sources' flag is added below
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
@@ -306,7 +314,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
         for phantom in args.phantoms:
             for seed in args.seeds:
                 case = make_case(seed, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                                 volume=args.volume_dn)
+                                 volume=args.volume_dn, irregular=args.irregular)
                 count = views_per_voxel(case.truth.shape, case.sources, case.optics)
                 seen = count >= 1
                 rng = float(case.truth.max() - case.truth.min()) or 1.0
@@ -458,7 +466,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
               "|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                           coherence=_coherence(args), volume=args.volume_dn) for s in args.seeds]
+                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular) for s in args.seeds]
         medium = [simulate_diffraction(np.full(c.truth.shape, c.optics.n_background, np.float32), c.optics, c.sources,
                                        noise_level=args.noise, seed=c.seed + 20_000, coherence=_coherence(args)) for c in cases]
         for images_of in ("phantom", "medium"):
@@ -537,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="voxel size (z, y, x) µm of --volume (default: cells3d's)")
     p.add_argument("--volume-max-dn", type=float, default=0.03, help="Δn of --volume's 99.9th percentile (default 0.03)")
     p.add_argument("--placement", default="below", choices=["below", "inside"])
+    p.add_argument("--irregular", type=float, default=0.0,
+                   help="bench, coverage: the phantoms' cells and nuclei with irregular outlines (make_ri_phantom's irregular; 0: ellipsoids)")
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
     p.add_argument("--estimate-sources", action="store_true",

@@ -49,6 +49,16 @@ def test_simulate_phantom(tmp_path):
     assert read_volume(out).shape == (8, 32, 32)
 
 
+def test_simulate_ri_phantom_with_irregular_cells(tmp_path, capsys):
+    out = tmp_path / "ri.tif"
+    assert main(["simulate", "ri-phantom", "-o", str(out), "--shape", "8", "32", "32", "--irregular", "0.25", "-q"]) == 0
+    ri = read_volume(out)
+    assert ri.shape == (8, 32, 32) and ri.data.max() > 1.34
+    rc = main(["simulate", "ri-phantom", "-o", str(tmp_path / "t.tif"), "--structure", "tubes", "--irregular", "0.25", "-q"])
+    assert rc != 0 and "not 'tubes'" in capsys.readouterr().err
+    assert not (tmp_path / "t.tif").exists()
+
+
 def test_existing_output_is_protected(tmp_path, gt_path, capsys):
     out = tmp_path / "rec.tif"
     out.write_bytes(b"precious")

@@ -175,6 +175,30 @@ def test_tissue_phantom_holds_many_cells_at_different_depths():
     assert np.ptp([d[0] for d in depths]) > 8  # not all in one layer: no sum of planes describes it
 
 
+def test_irregular_outlines_dent_the_cells_where_the_ellipsoidal_phantom_has_them():
+    from scipy import ndimage
+    from skimage.measure import regionprops
+
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    def body(ri: np.ndarray):  # the largest cell body (cytoplasm is at least +0.015)
+        labels, _ = ndimage.label(ri > 1.345)
+        return max(regionprops(labels), key=lambda p: p.area)
+
+    plain = make_ri_phantom((16, 48, 48), "cell", seed=1)
+    np.testing.assert_array_equal(plain, make_ri_phantom((16, 48, 48), "cell", seed=1, irregular=0.0))
+    lobed = make_ri_phantom((16, 48, 48), "cell", seed=1, irregular=0.25)
+    np.testing.assert_array_equal(lobed, make_ri_phantom((16, 48, 48), "cell", seed=1, irregular=0.25))
+    assert body(plain).solidity > 0.88 and body(lobed).solidity < 0.8  # an ellipsoid is convex, a lobed cell is not
+    a, b = plain > 1.345, lobed > 1.345
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.6  # the same cell where it was, only its outline changed
+    assert 1.35 < lobed.max() < 1.45
+    with pytest.raises(InputError, match="between 0"):
+        make_ri_phantom((8, 16, 16), "cell", irregular=1.5)
+    with pytest.raises(InputError, match="not 'tubes'"):
+        make_ri_phantom((8, 16, 16), "tubes", irregular=0.2)
+
+
 def test_a_larger_tissue_holds_more_cells_not_larger_ones():
     from napari_voxrecon.simulate.ri_phantoms import TISSUE_REFERENCE_UM, tissue_cell_count
 
