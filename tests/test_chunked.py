@@ -215,8 +215,10 @@ def test_two_worker_local_cluster_loads_weights_once_per_worker(tmp_path, stack)
         loads = client.run(load_count)
     assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
     assert isinstance(events[-1], Progress) and events[-1].done == 16
-    # Same chunks, same seeds: the cluster's result is the in-thread result.
-    assert np.array_equal(read_volume(tmp_path / "dist.zarr").data, read_volume(sync).data)
+    # Same chunks, same seeds: the cluster's result is the in-thread result, up to the order of
+    # float sums (dask's worker processes run torch with one thread, this one with the machine's,
+    # and oneDNN's convolutions may then add in another order: seen once in CI, equal to all printed digits).
+    np.testing.assert_allclose(read_volume(tmp_path / "dist.zarr").data, read_volume(sync).data, rtol=1e-5, atol=1e-3)
 
 
 def test_thread_pool_keeps_two_chunks_per_worker_in_flight(tmp_path, stack):
