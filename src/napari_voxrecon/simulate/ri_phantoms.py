@@ -53,7 +53,7 @@ def _ellipsoid(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarr
     pts = [(g * v - c) for g, v, c in zip(grid, vox, centre)]
     local = [sum(rot[i, j] * pts[j] for j in range(3)) for i in range(3)]
     r = np.sqrt(sum((l / rr) ** 2 for l, rr in zip(local, radii)))
-    if bumps is not None:  # the outline sits where r = 1 + bumps; floor keeps every lobe a lobe
+    if bumps is not None:  # the outline sits where r = 1 + bumps; the floor keeps the radius positive (at least 30 %)
         r = r / np.maximum(1.0 + bumps, 0.3)
     edge_um = float(np.min(radii))
     return _soft((1 - r) * edge_um / float(vox.min()))
