@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .phantoms import _random_rotation, clean_phantom
+from .phantoms import _random_rotation, _smooth_noise, clean_phantom
 
 RI_PHANTOM_KINDS = ("cell", "tubes", "tissue")
 DEFAULT_N_BACKGROUND = 1.33
@@ -35,15 +35,6 @@ IRREGULAR_LENGTH_UM = 0.8
 def _soft(inside: np.ndarray, width: float = 1.0) -> np.ndarray:
     """Sigmoid of a signed 'inside' field (> 0 inside, in voxels)."""
     return 1.0 / (1.0 + np.exp(-np.clip(inside / width, -30, 30)))
-
-
-def _bumps(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random field of unit standard deviation on the grid (white noise low-passed by a
-    Gaussian of IRREGULAR_LENGTH_UM): the relative radius change of irregular outlines."""
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.standard_normal(shape), sigma=IRREGULAR_LENGTH_UM / vox, mode="wrap")
-    return (field / max(float(field.std()), 1e-12)).astype(np.float32)
 
 
 def _ellipsoid(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarray, rot: np.ndarray, vox: np.ndarray,
@@ -153,6 +144,7 @@ def make_ri_phantom(shape: Sequence[int], kind: str = "cell", seed: int | None =
     bumps = None
     if irregular > 0:  # from a stream of its own, so the layout matches the ellipsoidal phantom of this seed
         brng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-        bumps = (irregular * _bumps(shp, vox, brng), irregular * _bumps(shp, vox, brng))
+        sigma = IRREGULAR_LENGTH_UM / vox  # unit-std fields: the relative radius change of each outline
+        bumps = (irregular * _smooth_noise(shp, sigma, brng), irregular * _smooth_noise(shp, sigma, brng))
     dn = {"cell": _cells, "tubes": _tubes, "tissue": _tissue}[kind](shp, vox, rng, bumps)
     return (np.float32(n_background) + dn).astype(np.float32)
