@@ -120,7 +120,7 @@ def crop_volume(volume: np.ndarray, shape: tuple[int, int, int], seed: int) -> n
 
 def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str = "cell", noise: float = 0.01,
               placement: str = "below", coherence: PartialCoherence | None = None,
-              volume: np.ndarray | None = None, irregular: float = 0.0) -> Case:
+              volume: np.ndarray | None = None, irregular: float = 0.0, density: float = 1.0) -> Case:
     optics = Optics()
     if kind == VOLUME_KIND:
         if volume is None:
@@ -128,7 +128,7 @@ def make_case(seed: int, shape: tuple[int, int, int], views: int, *, kind: str =
         ri = crop_volume(volume, shape, seed) + np.float32(optics.n_background)
     else:
         ri = make_ri_phantom(shape, kind, seed=seed, voxel_size=optics.voxel_size, n_background=optics.n_background,
-                             irregular=irregular if kind != "tubes" else 0.0)
+                             irregular=irregular if kind != "tubes" else 0.0, density=density if kind == "tissue" else 1.0)
     sources = draw_sources(shape, optics, views, placement, seed=seed + 10_000)
     images = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 20_000, coherence=coherence)
     return Case(seed, ri - np.float32(optics.n_background), images, sources, optics)
@@ -162,14 +162,16 @@ def _header(args: argparse.Namespace, what: str) -> list[str]:
             f"intensity from median to 99.9th percentile read as Δn 0-{args.volume_max_dn:g})"
             if getattr(args, "volume", None) else "")
     return [f"Data: simulated {' and '.join(args.phantoms)} phantoms{real} {grids} (z, y, x; voxels 0.4 x 0.2 x 0.2 µm), sources "
-            f"{args.placement} the volume{_irregular_words(args)}, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
+            f"{args.placement} the volume{_phantom_words(args)}, noise level {args.noise}{_coherence_words(args)}; seeds {args.seeds}; date {date.today()}; machine "
             f"{platform.machine()}, {_device_words(args.device)}.", "",
             f"Command: `python benchmarks/diffraction_models.py {what}`", ""]
 
 
-def _irregular_words(args: argparse.Namespace) -> str:
+def _phantom_words(args: argparse.Namespace) -> str:
     irregular = getattr(args, "irregular", 0.0)
-    return f", outlines of cells and nuclei irregular ({irregular:g}; tubes unchanged)" if irregular else ""
+    density = getattr(args, "density", 1.0)
+    words = f", outlines of cells and nuclei irregular ({irregular:g}; tubes unchanged)" if irregular else ""
+    return words + (f", tissue at {density:g} times the usual cells per volume" if density != 1.0 else "")
 
 
 def _field_kw(kind: str, extra: str | None) -> dict[str, Any]:
@@ -226,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     lines += ["| views | phantom | method | sources | PSNR | SSIM | source error µm | s / fit |", "|---|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular) for s in args.seeds]
+                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular,
+                           density=args.density) for s in args.seeds]
         given_by = "estimated" if args.estimate_sources else ("perturbed" if perturbed else "true")
         # arms: (label, calibrate, FitConfig fields of the schedule); the true sources' flag is added below
         after = {} if args.calibrate_after is None else {"calibrate_after": args.calibrate_after}
@@ -314,7 +317,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
         for phantom in args.phantoms:
             for seed in args.seeds:
                 case = make_case(seed, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                                 volume=args.volume_dn, irregular=args.irregular)
+                                 volume=args.volume_dn, irregular=args.irregular, density=args.density)
                 count = views_per_voxel(case.truth.shape, case.sources, case.optics)
                 seen = count >= 1
                 rng = float(case.truth.max() - case.truth.min()) or 1.0
@@ -466,7 +469,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
               "|---|---|---|---|---|---|---|"]
     for views, phantom in [(v, k) for v in args.views for k in args.phantoms]:
         cases = [make_case(s, tuple(args.shape), views, kind=phantom, noise=args.noise, placement=args.placement,
-                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular) for s in args.seeds]
+                           coherence=_coherence(args), volume=args.volume_dn, irregular=args.irregular,
+                           density=args.density) for s in args.seeds]
         medium = [simulate_diffraction(np.full(c.truth.shape, c.optics.n_background, np.float32), c.optics, c.sources,
                                        noise_level=args.noise, seed=c.seed + 20_000, coherence=_coherence(args)) for c in cases]
         for images_of in ("phantom", "medium"):
@@ -547,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--placement", default="below", choices=["below", "inside"])
     p.add_argument("--irregular", type=float, default=0.0,
                    help="bench, coverage: the phantoms' cells and nuclei with irregular outlines (make_ri_phantom's irregular; 0: ellipsoids)")
+    p.add_argument("--density", type=float, default=1.0,
+                   help="bench, coverage: tissue phantoms with this many times the usual cells per volume (make_ri_phantom's density)")
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
     p.add_argument("--estimate-sources", action="store_true",

@@ -59,6 +59,16 @@ def test_simulate_ri_phantom_with_irregular_cells(tmp_path, capsys):
     assert not (tmp_path / "t.tif").exists()
 
 
+def test_simulate_ri_phantom_with_denser_tissue(tmp_path, capsys):
+    out = tmp_path / "ri.tif"
+    assert main(["simulate", "ri-phantom", "-o", str(out), "--shape", "8", "32", "32", "--structure", "tissue",
+                 "--density", "2", "-q"]) == 0
+    assert read_volume(out).shape == (8, 32, 32)
+    rc = main(["simulate", "ri-phantom", "-o", str(tmp_path / "c.tif"), "--density", "2", "-q"])
+    assert rc != 0 and "'tissue'" in capsys.readouterr().err
+    assert not (tmp_path / "c.tif").exists()
+
+
 def test_existing_output_is_protected(tmp_path, gt_path, capsys):
     out = tmp_path / "rec.tif"
     out.write_bytes(b"precious")

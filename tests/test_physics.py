@@ -199,6 +199,20 @@ def test_irregular_outlines_dent_the_cells_where_the_ellipsoidal_phantom_has_the
         make_ri_phantom((8, 16, 16), "tubes", irregular=0.2)
 
 
+def test_tissue_density_packs_more_cells_of_the_same_size_into_the_field():
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    plain = make_ri_phantom((32, 64, 64), "tissue", seed=4)
+    np.testing.assert_array_equal(plain, make_ri_phantom((32, 64, 64), "tissue", seed=4, density=1.0))
+    dense = make_ri_phantom((32, 64, 64), "tissue", seed=4, density=3.0)
+    assert (dense > 1.345).mean() > 1.5 * (plain > 1.345).mean()  # cell bodies fill more of the field
+    assert 1.35 < dense.max() < 1.45  # the same make-up, not brighter cells
+    with pytest.raises(InputError, match="between 0.25 and 8"):
+        make_ri_phantom((8, 16, 16), "tissue", density=20)
+    with pytest.raises(InputError, match="'tissue'"):
+        make_ri_phantom((8, 16, 16), "cell", density=2)
+
+
 def test_a_larger_tissue_holds_more_cells_not_larger_ones():
     from napari_voxrecon.simulate.ri_phantoms import TISSUE_REFERENCE_UM, tissue_cell_count
 

@@ -6,8 +6,8 @@ Three kinds, in absolute refractive index around a background medium (default wa
   (mitochondria-like and lipid-droplet-like blobs, +0.01-0.05), the contrasts of live cells;
 - ``tubes``: vessel-like tubes (the fluorescence phantoms' tube renderer, +0.01-0.03);
 - ``tissue``: smaller cells (radii 1.5-2.6 µm, each axis ±30 %) of the same make-up at random depths and
-  orientations, six to twelve per 12.8 µm cube (more in a larger volume, not larger ones),
-  crossed by vessel-like tubes.
+  orientations, six to twelve per 12.8 µm cube (more in a larger volume, not larger ones; times
+  ``density`` if given), crossed by vessel-like tubes.
 Edges are smooth (a sigmoid over about one voxel), so the index is band-limited on its grid.
 With ``irregular`` > 0 the outlines of cells and nuclei are no longer ellipsoids: their radius
 varies by that fraction with a smooth random field (correlation length IRREGULAR_LENGTH_UM), so
@@ -30,6 +30,8 @@ TISSUE_REFERENCE_UM = 12.8
 TISSUE_MAX_CELLS = 400
 #: correlation length (µm, the Gaussian's sigma) of the radius variations of irregular outlines
 IRREGULAR_LENGTH_UM = 0.8
+#: range of make_ri_phantom's tissue density (times six to twelve cells per TISSUE_REFERENCE_UM cube)
+MIN_TISSUE_DENSITY, MAX_TISSUE_DENSITY = 0.25, 8.0
 
 
 def _soft(inside: np.ndarray, width: float = 1.0) -> np.ndarray:
@@ -92,7 +94,7 @@ def _cells(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generato
     return dn
 
 
-def tissue_cell_count(extent_um: np.ndarray, per_reference: int) -> int:
+def tissue_cell_count(extent_um: np.ndarray, per_reference: float) -> int:
     """Cells in a tissue of this extent (z, y, x µm): a tissue has a density, not a count, so
     ``per_reference`` cells per TISSUE_REFERENCE_UM cube (their size is in µm too): a larger
     field holds more cells rather than larger ones."""
@@ -100,14 +102,16 @@ def tissue_cell_count(extent_um: np.ndarray, per_reference: int) -> int:
     return min(TISSUE_MAX_CELLS, max(1, int(round(n))))
 
 
-def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator, bumps: Bumps = None) -> np.ndarray:
+def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator, bumps: Bumps = None,
+            density: float = 1.0) -> np.ndarray:
     """Tissue: many smaller cells at every depth and orientation, crossed by vessel-like tubes
     (the paper's synthetic tissue: continuous and sparse structures). Unlike one or two large
-    cells, no sum of axis-aligned planes describes it."""
+    cells, no sum of axis-aligned planes describes it. ``density`` multiplies the cells per
+    TISSUE_REFERENCE_UM cube (drawn after the base count, so 1 gives the phantom it always gave)."""
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
     extent = np.array(shape) * vox
     dn = np.zeros(shape, dtype=np.float32)
-    for _ in range(tissue_cell_count(extent, int(rng.integers(6, 13)))):
+    for _ in range(tissue_cell_count(extent, density * int(rng.integers(6, 13)))):
         size = rng.uniform(0.12, 0.2) * TISSUE_REFERENCE_UM
         radii = size * rng.uniform(0.7, 1.3, 3)
         centre = extent * rng.uniform(0.1, 0.9, 3)
@@ -116,17 +120,18 @@ def _tissue(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generat
     return np.maximum(dn, (rng.uniform(0.01, 0.02) * np.clip(vessels, 0, 1)).astype(np.float32))
 
 
-def _tubes(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator, bumps: Bumps = None) -> np.ndarray:
+def _tubes(shape: tuple[int, int, int], vox: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     density = clean_phantom(shape, kind="tubes", rng=rng, voxel_size=tuple(vox))
     return (rng.uniform(0.01, 0.03) * np.clip(density, 0, 1)).astype(np.float32)
 
 
 def make_ri_phantom(shape: Sequence[int], kind: str = "cell", seed: int | None = 0,
                     voxel_size: Sequence[float] = (0.4, 0.2, 0.2), n_background: float = DEFAULT_N_BACKGROUND,
-                    irregular: float = 0.0) -> np.ndarray:
+                    irregular: float = 0.0, density: float = 1.0) -> np.ndarray:
     """An absolute refractive-index volume (float32) of ``kind`` ('cell', 'tubes' or 'tissue').
     ``irregular`` (0 to 1; 0.25 is markedly lobed): the standard deviation of the relative radius
-    changes of the cells' and nuclei's outlines (0: ellipsoids)."""
+    changes of the cells' and nuclei's outlines (0: ellipsoids). ``density`` (tissue only, 0.25
+    to 8): how many times the usual number of cells per volume (six to twelve per 12.8 µm cube)."""
     from ..errors import InputError
 
     if kind not in RI_PHANTOM_KINDS:
@@ -139,6 +144,12 @@ def make_ri_phantom(shape: Sequence[int], kind: str = "cell", seed: int | None =
         raise InputError(f"irregular must lie between 0 (ellipsoids) and 1, not {irregular}.")
     if irregular > 0 and kind == "tubes":
         raise InputError("irregular changes the outlines of cells and nuclei: use it with 'cell' or 'tissue', not 'tubes'.")
+    density = float(density)
+    if not MIN_TISSUE_DENSITY <= density <= MAX_TISSUE_DENSITY:
+        raise InputError(f"density must lie between {MIN_TISSUE_DENSITY:g} and {MAX_TISSUE_DENSITY:g} times the usual "
+                         f"cells per volume, not {density}.")
+    if density != 1.0 and kind != "tissue":
+        raise InputError(f"density sets how many cells a 'tissue' holds; {kind!r} has a fixed make-up: leave it at 1.")
     vox = np.asarray(voxel_size, dtype=np.float64)
     rng = np.random.default_rng(seed)
     bumps = None
@@ -146,5 +157,10 @@ def make_ri_phantom(shape: Sequence[int], kind: str = "cell", seed: int | None =
         brng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         sigma = IRREGULAR_LENGTH_UM / vox  # unit-std fields: the relative radius change of each outline
         bumps = (irregular * _smooth_noise(shp, sigma, brng), irregular * _smooth_noise(shp, sigma, brng))
-    dn = {"cell": _cells, "tubes": _tubes, "tissue": _tissue}[kind](shp, vox, rng, bumps)
+    if kind == "cell":
+        dn = _cells(shp, vox, rng, bumps)
+    elif kind == "tubes":
+        dn = _tubes(shp, vox, rng)
+    else:
+        dn = _tissue(shp, vox, rng, bumps, density)
     return (np.float32(n_background) + dn).astype(np.float32)
