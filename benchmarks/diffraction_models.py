@@ -174,12 +174,22 @@ def _phantom_words(args: argparse.Namespace) -> str:
     return words + (f", tissue at {density:g} times the usual cells per volume" if density != 1.0 else "")
 
 
-def _field_kw(kind: str, extra: str | None) -> dict[str, Any]:
-    """bench --field-kw: the method's representation settings with these (a JSON object) on top;
-    nothing for a method without them (the voxel grid)."""
-    if not extra or "field_kw" not in DEFAULTS[kind]:
-        return {}
-    return {"field_kw": {**DEFAULTS[kind]["field_kw"], **json.loads(extra)}}
+def _overrides_words(args: argparse.Namespace) -> list[str]:
+    given = {k: json.loads(v) for k, v in (("--fit-kw", args.fit_kw), ("--field-kw", args.field_kw)) if v}
+    return ["", "Settings over each method's defaults: " + "; ".join(f"{k} {json.dumps(v)}" for k, v in given.items()) + "."] \
+        if given else []
+
+
+def method_overrides(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """bench, coverage: the FitConfig fields over method ``kind``'s defaults: --fit-kw, with the
+    representation settings (field_kw) merged key by key, the method's own first, then a
+    field_kw inside --fit-kw, then --field-kw, so '{"field_kw": {"smooth": 0}}' changes one
+    setting instead of replacing them all; the voxel grid, which has none, ignores them."""
+    fit_kw = json.loads(args.fit_kw) if args.fit_kw else {}
+    layers = [layer for layer in (fit_kw.pop("field_kw", None), json.loads(args.field_kw) if args.field_kw else None) if layer]
+    if layers and "field_kw" in DEFAULTS[kind]:
+        fit_kw["field_kw"] = {k: v for layer in (DEFAULTS[kind]["field_kw"], *layers) for k, v in layer.items()}
+    return fit_kw
 
 
 def _coherence(args: argparse.Namespace) -> PartialCoherence | None:
@@ -276,7 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         lines.append(f"| {views} | {phantom} | none (Δn 0, the medium) | | {np.mean([f[0] for f in floor]):.2f} | "
                      f"{np.mean([f[1] for f in floor]):.4f} | | |")
         for kind in args.methods:
-            fields = {**(json.loads(args.fit_kw) if args.fit_kw else {}), **_field_kw(kind, args.field_kw)}
+            fields = method_overrides(kind, args)
             for label, calibrate, schedule, true, align in arms:
                 rows = []
                 for case in cases:
@@ -295,8 +305,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.estimate_sources:
         lines += ["", "Source positions given to the fit: estimated from the images (``physics.source_fit``), as a "
                   "reconstruction without a sources file does."]
-    if args.fit_kw:
-        lines += ["", f"Fit settings over each method's defaults: {json.dumps(json.loads(args.fit_kw))}."]
+    lines += _overrides_words(args)
     if perturbed:
         lines += ["", f"Source positions given to the fit: the true ones plus Gaussian errors of {args.perturb} µm "
                   "(standard deviation per axis)."]
@@ -310,7 +319,6 @@ def cmd_coverage(args: argparse.Namespace) -> None:
     geometry's (unseen voxels) or the fit's."""
     from skimage.metrics import peak_signal_noise_ratio
 
-    extra = json.loads(args.fit_kw) if args.fit_kw else {}
     lines = _header(args, " ".join(sys.argv[1:])) + [
         "| views | phantom | seed | seen by 1 / by 3+ | method | PSNR all | PSNR seen | PSNR unseen |", "|---|---|---|---|---|---|---|---|"]
     for views in args.views:
@@ -325,7 +333,8 @@ def cmd_coverage(args: argparse.Namespace) -> None:
                 fits = [("none (Δn 0)", np.zeros_like(case.truth))]
                 for kind in args.methods:
                     res = fit_index(case.images, case.sources, case.optics, case.truth.shape[0], kind,
-                                    fit_config(kind, iterations=args.iterations, **extra), device=args.device)
+                                    fit_config(kind, iterations=args.iterations, **method_overrides(kind, args)),
+                                    device=args.device)
                     fits.append((kind, res.dn))
                 for name, dn in fits:
                     part = lambda m: (f"{peak_signal_noise_ratio(case.truth[m], dn[m], data_range=rng):.2f}"  # noqa: E731
@@ -333,8 +342,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
                     lines.append(f"| {views} | {phantom} | {seed} | {cover} | {name} | {part(np.ones_like(seen))} | "
                                  f"{part(seen)} | {part(~seen)} |")
                     print(lines[-1], file=sys.stderr, flush=True)
-    if extra:
-        lines += ["", f"Fit settings over each method's defaults: {json.dumps(extra)}."]
+    lines += _overrides_words(args)
     finish(lines, args.out)
 
 
@@ -581,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refine", type=int, default=REFINE_ROUNDS,
                    help="estimate: rounds of the estimates' correction on the camera's field (compared with none)")
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--field-kw", help="bench: a JSON object over each feature representation's settings (its field_kw), "
+    p.add_argument("--field-kw", help="bench, coverage: a JSON object over each feature representation's settings (its field_kw), "
                    "e.g. '{\"smooth\": true}'")
     p.add_argument("--fit-kw", help="bench, coverage: a JSON object of FitConfig fields over each method's defaults, "
                    "e.g. '{\"tv\": 1e-3}'")
