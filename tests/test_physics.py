@@ -279,6 +279,24 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
         assert 50 < spread(large) / spread(small) < 200
 
 
+def test_triplane_combines_its_planes_by_sum_or_by_product():
+    from napari_voxrecon.models.index_fields import TriplaneField
+
+    torch.manual_seed(0)
+    for combine in ("sum", "product"):
+        f = TriplaneField((3, 5, 4), features=2, downsample=1, combine=combine)
+        xy, xz, yz = f.xy[0].detach(), f.xz[0].detach(), f.yz[0].detach()
+        z, y, x = 2, 3, 1  # one node per voxel: a voxel's feature is its three planes' values
+        parts = (xy[:, y, x], xz[:, z, x], yz[:, z, y])
+        expect = parts[0] * parts[1] * parts[2] if combine == "product" else parts[0] + parts[1] + parts[2]
+        assert torch.allclose(f.features().detach()[:, z, y, x], expect, atol=1e-6)
+        assert torch.equal(f().detach(), torch.zeros(3, 5, 4))  # starts at the background like the others
+    # the product's planes start near 1, so the features are not a vanishing product of small noise
+    assert float(TriplaneField((3, 5, 4), combine="product").features().abs().mean()) > 0.5
+    with pytest.raises(ValueError, match="combine"):
+        TriplaneField((3, 5, 4), combine="concat")
+
+
 def test_smooth_features_keep_the_mean_do_not_shift_and_have_no_kinks_at_the_nodes():
     from napari_voxrecon.models.index_fields import NVPField, TriplaneField, _box_blur
 

@@ -4,7 +4,8 @@ All three map to a Δn volume (D, H, W) on the reconstruction grid and share the
 the loss (``models.diffraction_fit``), so comparing them isolates the representation:
 - ``ExplicitGrid`` (method ``explicit``): one free parameter per voxel;
 - ``TriplaneField`` (method ``triplane``): three axis-aligned feature planes (XY, XZ, YZ),
-  features bilinearly sampled at each voxel, summed, decoded by a small MLP;
+  features bilinearly sampled at each voxel, summed (or multiplied, K-Planes' Hadamard
+  product), decoded by a small MLP;
 - ``NVPField`` (method ``nvp``, the paper's neural volumetric prior): an explicit 3D feature
   grid (F channels) at a coarser resolution, trilinearly sampled at each voxel and decoded by
   a 3-layer MLP; ``refine()`` doubles the feature grid's resolution (coarse to fine).
@@ -47,20 +48,30 @@ class ExplicitGrid(nn.Module):
 
 class TriplaneField(nn.Module):
     """``downsample``: voxels per plane node; ``smooth``: the bilinearly sampled plane features
-    are also averaged over this many node spacings (as ``NVPField``'s; 0: off)."""
+    are also averaged over this many node spacings (as ``NVPField``'s; 0: off). ``combine``:
+    how a voxel's three plane features meet: ``sum`` (EG3D-style) or ``product`` (K-Planes'
+    Hadamard product, a low-rank decomposition of the feature volume; its planes start at 1 plus
+    noise, as K-Planes starts them away from zero, so the product is not vanishingly small)."""
+
+    COMBINES = ("sum", "product")
 
     def __init__(self, shape: tuple[int, int, int], features: int = 8, downsample: int = 2, hidden: int = 32,
-                 scale: float = 0.01, init: float = 0.1, smooth: float = 0.0) -> None:
+                 scale: float = 0.01, init: float = 0.1, smooth: float = 0.0, combine: str = "sum") -> None:
         super().__init__()
+        if combine not in self.COMBINES:
+            raise ValueError(f"unknown triplane combine {combine!r}: choose {' or '.join(self.COMBINES)}")
         d, h, w = shape
         self.shape, self.scale, self.smooth, self.downsample = tuple(shape), scale, smooth, downsample
+        self.combine = combine
         r = lambda n: max(2, n // downsample)  # noqa: E731
-        self.xy = nn.Parameter(init * torch.randn(1, features, r(h), r(w)))
-        self.xz = nn.Parameter(init * torch.randn(1, features, r(d), r(w)))
-        self.yz = nn.Parameter(init * torch.randn(1, features, r(d), r(h)))
+        base = 1.0 if combine == "product" else 0.0
+        self.xy = nn.Parameter(base + init * torch.randn(1, features, r(h), r(w)))
+        self.xz = nn.Parameter(base + init * torch.randn(1, features, r(d), r(w)))
+        self.yz = nn.Parameter(base + init * torch.randn(1, features, r(d), r(h)))
         self.mlp = _mlp(features, hidden)
 
-    def forward(self) -> torch.Tensor:
+    def features(self) -> torch.Tensor:
+        """(F, D, H, W): the planes' features combined at every voxel, before the MLP."""
         d, h, w = self.shape
         width = round(self.smooth * self.downsample)
         mz, my, mx = (_axis_weights(n, nodes, width, self.xy.device)
@@ -68,7 +79,13 @@ class TriplaneField(nn.Module):
         xy = my @ self.xy[0] @ mx.t()  # (F, H, W): each plane sampled on its own two axes, then broadcast
         xz = mz @ self.xz[0] @ mx.t()  # (F, D, W)
         yz = mz @ self.yz[0] @ my.t()  # (F, D, H)
-        feats = xy[:, None] + xz[:, :, None] + yz[..., None]  # (F, D, H, W)
+        if self.combine == "product":
+            return xy[:, None] * xz[:, :, None] * yz[..., None]
+        return xy[:, None] + xz[:, :, None] + yz[..., None]
+
+    def forward(self) -> torch.Tensor:
+        d, h, w = self.shape
+        feats = self.features()
         return self.mlp(feats.reshape(feats.shape[0], -1).t()).reshape(d, h, w) * self.scale
 
 
