@@ -35,7 +35,8 @@ PREVIEW_SECONDS = 5.0
 #: The triplane multiplies its three planes' features (K-Planes; the paper's "low-rank
 #: decomposition") since 2026-12-07: it tied the sum on the tuning phantoms (26.93 vs 26.82 dB) and
 #: on 18 held-out small fields (-0.03 ± 0.18 dB), and is the stronger baseline on the dense
-#: 64 x 128 x 128 tissue (+0.66 dB over six seeds, +0.56 ± 0.27 over six lobed ones).
+#: 64 x 128 x 128 tissue (+0.66 dB over six seeds, +0.56 ± 0.27 over six lobed ones) and on six
+#: real-nuclei crops (+0.32 ± 0.16 dB).
 #: Every method lets each image carry a smooth (order-1) background: free on coherent simulations
 #: (+0.03 ± 0.10 dB over 18 held-out fits) and 8-14 dB on hazy ones; real fluorescence is hazy.
 DEFAULTS: dict[str, dict[str, Any]] = {

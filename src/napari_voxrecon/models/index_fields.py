@@ -4,8 +4,8 @@ All three map to a Δn volume (D, H, W) on the reconstruction grid and share the
 the loss (``models.diffraction_fit``), so comparing them isolates the representation:
 - ``ExplicitGrid`` (method ``explicit``): one free parameter per voxel;
 - ``TriplaneField`` (method ``triplane``): three axis-aligned feature planes (XY, XZ, YZ),
-  features bilinearly sampled at each voxel, summed (or multiplied, K-Planes' Hadamard
-  product), decoded by a small MLP;
+  features bilinearly sampled at each voxel, multiplied (K-Planes' Hadamard product, the
+  method's default) or summed, decoded by a small MLP;
 - ``NVPField`` (method ``nvp``, the paper's neural volumetric prior): an explicit 3D feature
   grid (F channels) at a coarser resolution, trilinearly sampled at each voxel and decoded by
   a 3-layer MLP; ``refine()`` doubles the feature grid's resolution (coarse to fine).
