@@ -494,16 +494,6 @@ def test_an_annealed_comparison_blur_narrows_from_its_start_to_the_fixed_blur():
     assert comparison_blur(FitConfig(iterations=100, anneal_blur=2.0), 51) == 0.0  # to unblurred, by half the fit by default
 
 
-def test_the_representation_step_decays_on_a_cosine_to_its_final_fraction():
-    from napari_voxrecon.models.diffraction_fit import FitConfig, representation_lr
-
-    assert {representation_lr(FitConfig(lr=0.03, iterations=50), it) for it in range(1, 51)} == {0.03}  # default: constant
-    cfg = FitConfig(lr=0.03, lr_final=0.1, iterations=101)
-    steps = [representation_lr(cfg, it) for it in range(1, 102)]
-    assert steps[0] == pytest.approx(0.03) and steps[-1] == pytest.approx(0.003)
-    assert steps[50] == pytest.approx(0.0165)  # halfway: the mean of the two ends
-    assert all(a > b for a, b in zip(steps, steps[1:]))
-
 def test_views_see_the_acceptance_cone_above_their_sources():
     """A source sees the voxels above it within asin(NA / n) of the axis, none level with or below
     it; one far below sees the whole grid, one above it none; ``view_share`` averages the share."""

@@ -55,7 +55,6 @@ REFERENCE_VIEW_SHARE = 0.57
 class FitConfig:
     iterations: int = 300
     lr: float = 0.02  # Adam, for the representation's parameters
-    lr_final: float = 1.0  # the representation's step at the last iteration as a fraction of lr, reached on a cosine (1: constant)
     source_lr: float = 0.02  # Adam, µm, for the source positions
     calibrate: bool = True
     calibrate_after: float = 0.5  # fraction of the iterations before the sources move (given positions drift early on to explain index errors; estimated ones start at 0)
@@ -78,16 +77,6 @@ class FitConfig:
     checkpoint_slabs: int = 0
     seed: int = 0
     field_kw: dict = field(default_factory=dict)
-
-
-def representation_lr(cfg: FitConfig, iteration: int) -> float:
-    """Adam step of the representation's parameters in ``iteration`` (1-based): ``lr`` decayed
-    on a half cosine to ``lr * lr_final`` at the last iteration, so a long fit can settle
-    instead of hovering at the step it searched with; ``lr_final`` 1 keeps it constant."""
-    if cfg.lr_final == 1.0:
-        return cfg.lr
-    done = (iteration - 1) / max(1, cfg.iterations - 1)
-    return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
 @dataclass
@@ -361,7 +350,6 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
         loss.backward()
         if src.grad is not None and it <= cfg.calibrate_after * cfg.iterations:
             src.grad = None  # held until the index has settled
-        opt.param_groups[0]["lr"] = representation_lr(cfg, it)
         opt.step()
         with torch.no_grad():
             if cfg.calibrate and cfg.hold_depth:
