@@ -75,6 +75,9 @@ def _params(kind: str) -> tuple[Param, ...]:
               "field wide for its depth each view sees only part of the volume, and the same weights would "
               "over-regularise it (off by default for the explicit voxel grid, whose strong tv fills what the views "
               "barely see)"),
+        Param("nonnegative", bool, d.get("nonnegative", False), "keep the index contrast at or above the medium's "
+              "(Δn >= 0: a specimen denser than the medium it sits in, as cells in water or culture medium); turn it "
+              "off where parts of the sample have a lower index than the medium"),
         Param("prune", float, d["prune"], f"at {_percent(d['prune_at'])} of the iterations, keep the index only where it "
               "exceeds this fraction of its maximum, plus a margin (0: never; lower it for faint structures)", min=0.0, max=1.0),
         Param("calibrate", bool, True, "optimise the source positions jointly (self-calibration)"),
@@ -149,7 +152,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                            if schedule.get("refit", 0) > 0 else "")))
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"],
-                     cover_priors=p["cover_priors"], prune=p["prune"],
+                     cover_priors=p["cover_priors"], prune=p["prune"], nonnegative=p["nonnegative"],
                      calibrate=p["calibrate"], **schedule,
                      coherence_mask=p["coherence_mask"],
                      background_order=p["background"], compare_blur=p["blur"], seed=ctx.seed)

@@ -5,7 +5,8 @@ view through the multi-slice model (``physics.wave_optics.forward_images``), com
 measured images, step. Loss = L1 + L2 + λ (1 - SSIM)/2 on the images, after a least-squares
 global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn) (anisotropic
 total variation, in units of 0.01), + an optional sparsity prior mean|Δn|, both weighted by how
-much of the grid the views see (``prior_scale``; ``cover_priors``). Source positions are
+much of the grid the views see (``prior_scale``; ``cover_priors``); with ``nonnegative``, Δn is
+clipped at 0 (a specimen denser than its medium). Source positions are
 optimised jointly when ``calibrate`` (self-calibration, starting from the given file, after
 ``calibrate_after`` of the iterations). The NVP feature grid is refined coarse to fine at fixed
 fractions of the iterations. With ``prune``, the index is restricted at each of ``prune_at``
@@ -40,7 +41,7 @@ from ..physics.coverage import view_share
 from ..physics.optics import Optics
 from ..physics.source_fit import FIT_PAD, coherence_masks
 from ..physics.wave_optics import forward_images
-from .index_fields import NVPField, make_field
+from .index_fields import ExplicitGrid, NVPField, make_field
 
 
 #: Voxels (z, y, x) kept around the pruned support by default.
@@ -60,6 +61,7 @@ class FitConfig:
     calibrate_after: float = 0.5  # fraction of the iterations before the sources move (given positions drift early on to explain index errors; estimated ones start at 0)
     tv: float = 2e-3  # τ
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
+    nonnegative: bool = False  # Δn >= 0 (a specimen denser than its medium): the index is clipped at 0, a voxel grid projected onto it
     cover_priors: bool = True  # tv and sparsity × prior_scale: weighted by the views' coverage of the grid
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
     prune_at: tuple[float, ...] = (0.3,)  # fractions of the iterations (NVP: the first before its grid refines at the same step); each later one prunes within the last support
@@ -206,6 +208,22 @@ def comparison_blur(cfg: FitConfig, iteration: int) -> float:
     return cfg.compare_blur + (cfg.anneal_blur - cfg.compare_blur) * left
 
 
+class _NonNegative(torch.autograd.Function):
+    """Δn clipped at 0, with a one-sided gradient below it: a clipped voxel still receives the
+    gradients that would raise it. A plain clip passes none there, and a decoder whose output
+    goes negative everywhere early on (faint tubes) then never recovers."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.where((x >= 0) | (grad < 0), grad, torch.zeros_like(grad))
+
+
 @dataclass
 class FitStep:
     """One iteration's report: its loss and a way to render the current Δn (costs one forward)."""
@@ -320,9 +338,13 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
             groups.append({"params": [src], "lr": cfg.source_lr})
         return torch.optim.Adam(groups)
 
+    def index() -> torch.Tensor:
+        dn = net() * support
+        return _NonNegative.apply(dn) if cfg.nonnegative else dn
+
     def render() -> np.ndarray:
         with torch.no_grad():
-            return (net() * support).detach().cpu().numpy().astype(np.float32)
+            return index().detach().cpu().numpy().astype(np.float32)
 
     opt = optimiser()
     refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
@@ -333,10 +355,10 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     for it in range(1, cfg.iterations + 1):
         if it in prune_steps:
             with torch.no_grad():
-                support = support * support_of(net() * support, cfg.prune, tuple(cfg.prune_margin))
+                support = support * support_of(index(), cfg.prune, tuple(cfg.prune_margin))
         if it in refine_steps and net.refine():
             opt = optimiser()  # the refined grid is a new parameter
-        dn = net() * support
+        dn = index()
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         sigma = comparison_blur(cfg, it)
         if cfg.anneal_blur > 0 and sigma != meas_sigma:  # the measured images re-blurred only while the blur narrows
@@ -352,6 +374,8 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
             src.grad = None  # held until the index has settled
         opt.step()
         with torch.no_grad():
+            if cfg.nonnegative and isinstance(net, ExplicitGrid):
+                net.values.clamp_(min=0)  # projected gradient: the grid itself stays feasible, so Adam's momentum cannot carry a voxel below 0
             if cfg.calibrate and cfg.hold_depth:
                 # a common depth shift of the sources trades against the index's level on the optical
                 # path (both defocus every spot alike), a tilt of their plane against an index
