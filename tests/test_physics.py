@@ -277,6 +277,18 @@ def test_index_fields_start_at_the_background_and_nvp_refines_its_grid():
         small, large = make_field(kind, (6, 16, 16), init=0.01), make_field(kind, (6, 16, 16), init=1.0)
         spread = lambda f: float(torch.cat([q.flatten() for n, q in f.named_parameters() if "mlp" not in n]).std())  # noqa: E731
         assert 50 < spread(large) / spread(small) < 200
+    # the fit loop's hooks: only NVP refines; only the voxel grid's parameters can be put back on Δn >= 0
+    for kind in ("explicit", "triplane"):
+        assert not make_field(kind, (6, 16, 16)).refine()
+    grid = make_field("explicit", (6, 16, 16))
+    grid.values.data.normal_()
+    grid.project_nonnegative()
+    assert float(grid.values.min()) == 0.0 and float(grid().max()) > 0
+    tri = make_field("triplane", (6, 16, 16))
+    tri.mlp[-1].weight.data.normal_()
+    before = tri().detach()
+    tri.project_nonnegative()  # a decoder's parameters are left alone (its output is clipped instead)
+    assert float(before.min()) < 0 and torch.equal(tri().detach(), before)
 
 
 def test_triplane_combines_its_planes_by_sum_or_by_product():

@@ -41,7 +41,7 @@ from ..physics.coverage import view_share
 from ..physics.optics import Optics
 from ..physics.source_fit import FIT_PAD, coherence_masks
 from ..physics.wave_optics import forward_images
-from .index_fields import ExplicitGrid, NVPField, make_field
+from .index_fields import make_field
 
 
 #: Voxels (z, y, x) kept around the pruned support by default.
@@ -347,7 +347,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
             return index().detach().cpu().numpy().astype(np.float32)
 
     opt = optimiser()
-    refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at} if isinstance(net, NVPField) else set()
+    refine_steps = {int(f * cfg.iterations) for f in cfg.refine_at}  # a no-op for a representation without a coarser grid
     prune_steps = {int(f * cfg.iterations) for f in cfg.prune_at} if cfg.prune > 0 else set()
     support = torch.ones((), device=meas.device)
     t0 = time.perf_counter() - seconds
@@ -374,8 +374,8 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
             src.grad = None  # held until the index has settled
         opt.step()
         with torch.no_grad():
-            if cfg.nonnegative and isinstance(net, ExplicitGrid):
-                net.values.clamp_(min=0)  # projected gradient: the grid itself stays feasible, so Adam's momentum cannot carry a voxel below 0
+            if cfg.nonnegative:
+                net.project_nonnegative()
             if cfg.calibrate and cfg.hold_depth:
                 # a common depth shift of the sources trades against the index's level on the optical
                 # path (both defocus every spot alike), a tilt of their plane against an index

@@ -12,6 +12,8 @@ the loss (``models.diffraction_fit``), so comparing them isolates the representa
 With ``smooth``, the two feature representations also average their interpolated features
 over a node spacing (a quadratic B-spline of the nodes: the index has no kinks at the nodes).
 The MLP's last layer starts at zero, so every field starts as Δn = 0 (the background medium).
+All three are ``IndexField``s: the fit loop calls ``refine()`` and ``project_nonnegative()`` on
+any of them, and each does what its parameters allow.
 """
 
 from __future__ import annotations
@@ -35,7 +37,23 @@ def _mlp(inp: int, hidden: int, layers: int = 3) -> nn.Sequential:
     return nn.Sequential(*mods, last)
 
 
-class ExplicitGrid(nn.Module):
+class IndexField(nn.Module):
+    """What the fit loop (``models.diffraction_fit``) asks of a representation besides ``forward()``
+    (its Δn volume): hooks that do nothing unless the representation has something to do."""
+
+    def refine(self) -> bool:
+        """Coarse to fine: double the resolution of the parameters; True when they changed (the
+        optimiser must then be rebuilt). Only a feature grid coarser than the voxels can."""
+        return False
+
+    @torch.no_grad()
+    def project_nonnegative(self) -> None:
+        """After an optimiser step under Δn >= 0, put the parameters back where Δn >= 0, where the
+        representation allows it. A decoder's parameters cannot be, so the neural fields leave it
+        to the one-sided clip of their output (``diffraction_fit._NonNegative``)."""
+
+
+class ExplicitGrid(IndexField):
     def __init__(self, shape: tuple[int, int, int], scale: float = 0.01) -> None:
         super().__init__()
         self.shape = tuple(shape)
@@ -45,8 +63,13 @@ class ExplicitGrid(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.values * self.scale
 
+    @torch.no_grad()
+    def project_nonnegative(self) -> None:
+        # projected gradient: the grid itself stays feasible, so Adam's momentum cannot carry a voxel below 0
+        self.values.clamp_(min=0)
 
-class TriplaneField(nn.Module):
+
+class TriplaneField(IndexField):
     """``downsample``: voxels per plane node; ``smooth``: the bilinearly sampled plane features
     are also averaged over this many node spacings (as ``NVPField``'s; 0: off). ``combine``:
     how a voxel's three plane features meet: ``sum`` (EG3D-style) or ``product`` (K-Planes'
@@ -120,7 +143,7 @@ def _axis_weights(n: int, nodes: int, width: int, device: torch.device) -> torch
     return _box_blur(lin, width)
 
 
-class NVPField(nn.Module):
+class NVPField(IndexField):
     """``downsample``: voxels per feature-grid node, one number or (z, y, x) (a coarser z suits
     views that all look along z). ``levels`` > 1 adds grids each twice as coarse as the last,
     their features concatenated before the MLP: coarse levels carry the smooth bulk of the
@@ -174,7 +197,7 @@ class NVPField(nn.Module):
 FIELDS: dict[str, Any] = {"explicit": ExplicitGrid, "triplane": TriplaneField, "nvp": NVPField}
 
 
-def make_field(kind: str, shape: tuple[int, int, int], **kw: Any) -> nn.Module:
+def make_field(kind: str, shape: tuple[int, int, int], **kw: Any) -> IndexField:
     if kind not in FIELDS:
         raise ValueError(f"unknown index representation {kind!r}: choose {', '.join(FIELDS)}")
     return FIELDS[kind](shape, **kw)
