@@ -59,7 +59,7 @@ def test_multichannel_refused_with_clear_message(tmp_path, small_volume):
 def test_2d_image_refused(tmp_path):
     path = tmp_path / "plane.tif"
     tifffile.imwrite(path, np.ones((32, 32), np.uint16))
-    with pytest.raises(InputError, match="2D"):
+    with pytest.raises(InputError, match=r"2D.*whole z-stack \(for `diffraction`, the stack of K images"):
         read_volume(path)
 
 

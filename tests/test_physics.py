@@ -135,6 +135,9 @@ def test_optics_file_round_trip_and_clear_errors(tmp_path):
         Optics.load(tmp_path / "bad.json")
     with pytest.raises(InputError, match="does not exist"):
         Optics.load(tmp_path / "missing.json")
+    (tmp_path / "typed.json").write_text('{"na": "high", "voxel_size": [0.4, "a", 0.2], "focus": null}')
+    with pytest.raises(InputError, match=r"na must be a number, not 'high'; voxel_size must be a list of three"):
+        Optics.load(tmp_path / "typed.json")
 
 
 def test_inverse_fft_is_scaled_once_at_every_size():

@@ -57,7 +57,8 @@ def squeeze_to_3d(data: Any, axes: str | None = None, what: str = "input") -> tu
         if axes and "?" not in axes:
             found += f" (axes {axes})"
         hint = (
-            "a single 2D image cannot be reconstructed in 3D; load the whole z-stack"
+            "a single 2D image cannot be reconstructed in 3D; load the whole z-stack "
+            "(for `diffraction`, the stack of K images, one per source)"
             if len(shape) == 2
             else "select one channel/time point first (e.g. in Fiji or napari) and save it as a 3D stack"
         )

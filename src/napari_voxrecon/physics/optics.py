@@ -92,8 +92,17 @@ class Optics:
         if unknown:
             raise InputError(f"unknown optics field(s) {', '.join(unknown)}: the fields are {', '.join(sorted(known))}.")
         kw = dict(data)
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        wrong = [f"{k} must be a number, not {v!r}" for k, v in kw.items()
+                 if k != "voxel_size" and not number(v) and not (v is None and k in ("camera_pixel", "focus", "depth"))]
         if "voxel_size" in kw:
-            kw["voxel_size"] = tuple(kw["voxel_size"])
+            vs = kw["voxel_size"]
+            if not isinstance(vs, (list, tuple)) or not all(number(v) for v in vs):
+                wrong.append(f"voxel_size must be a list of three lengths (z, y, x) in µm, not {vs!r}")
+            else:
+                kw["voxel_size"] = tuple(vs)
+        if wrong:
+            raise InputError("invalid optics: " + "; ".join(wrong) + ".")
         return cls(**kw)
 
     @classmethod
