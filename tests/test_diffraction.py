@@ -70,6 +70,23 @@ def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
         run_job(_job(root, sources=str(two)))
     with pytest.raises(InputError, match="give --depth"):
         run_job(_job(root, optics=""))
+    # positions the fit cannot use are refused before anything runs, naming the likely mistake
+    given = np.array(json.loads((root / "src.json").read_text()))
+    bad = tmp_path / "bad.json"
+    for positions, message in ((given * [1, 5, 5], r"source \d lies at [yx] = .* in pixels"),  # pixels (0.2 µm) for µm
+                               (given + [5, 0, 0], "source 0 lies at z = .* above the top of the index volume"),
+                               (given[:, ::-1], r"source \d lies at z = .* Check the axis order"),  # x, y, z
+                               (np.tile([-0.1, 2.0, -4.0], (4, 1)), "no source's light cone .* reaches the index volume")):
+        bad.write_text(json.dumps(positions.tolist()))
+        with pytest.raises(InputError, match=message):
+            run_job(_job(root, sources=str(bad)))
+    # one view whose cone misses the grid runs, with a notice naming it
+    blind = given.copy()
+    blind[2] = [-0.1, 2.0, -4.0]
+    bad.write_text(json.dumps(blind.tolist()))
+    notices = []
+    run_job(_job(root, sources=str(bad), iterations=2), on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    assert any(n.message.startswith("image 2: its source's light cone misses the index volume") for n in notices)
     job = _job(root, sources="")
     job.volume[2] = 0.3  # a frame without its spot: nothing to estimate that source from
     with pytest.raises(InputError, match="cannot estimate the source of image 2: it shows no spot"):

@@ -118,7 +118,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     import torch
 
     from ..models.diffraction_fit import REFERENCE_VIEW_SHARE, FitConfig, fit_steps, prior_scale, result_of
-    from ..physics.coverage import view_share
+    from ..physics.coverage import view_share, voxels_seen
     from ..physics.optics import Optics
     from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
@@ -150,6 +150,13 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                            if schedule.get("anneal_blur", 0) > 0 else "")
                         + (f"; then the index is fitted afresh around the positions found ({schedule['refit']} iterations)"
                            if schedule.get("refit", 0) > 0 else "")))
+    blind = [int(i) for i in np.flatnonzero(voxels_seen(ctx.output_shape, sources, optics) == 0)]
+    if blind:  # every view blind is refused by the task's validation
+        which = ", ".join(map(str, blind))
+        yield Notice((f"images {which}: their sources' light cones miss the index volume, so these images constrain "
+                      "nothing; check those positions") if len(blind) > 1 else
+                     (f"image {which}: its source's light cone misses the index volume, so this image constrains "
+                      "nothing; check that position"), level="warning")
     torch.manual_seed(ctx.seed)
     cfg = fit_config(kind, iterations=p["iterations"], lr=p["lr"], tv=p["tv"], sparsity=p["sparsity"],
                      cover_priors=p["cover_priors"], prune=p["prune"], nonnegative=p["nonnegative"],

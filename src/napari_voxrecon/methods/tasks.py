@@ -130,16 +130,17 @@ def _diffraction_voxel(vs: tuple[float, float, float], p: dict[str, Any]) -> tup
 
 
 def _diffraction_validate(shape: tuple[int, int, int], p: dict[str, Any]) -> None:
-    from ..simulate.diffraction import read_sources
+    from ..simulate.diffraction import check_source_geometry, read_sources
 
     if not p["sources"]:  # estimated from the images by the method (physics.source_fit)
         _diffraction_depth(p)
         return
-    n = read_sources(p["sources"]).shape[0]
+    sources = read_sources(p["sources"])
+    n = sources.shape[0]
     if n != shape[0]:
         raise InputError(f"diffraction: the image stack holds {shape[0]} image(s) but {p['sources']} lists {n} source(s); "
                          "they must match one to one.")
-    _diffraction_depth(p)
+    check_source_geometry(sources, _diffraction_shape(shape, p), _diffraction_optics(p), p["sources"])
 
 
 DIFFRACTION = register_task(

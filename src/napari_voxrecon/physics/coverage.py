@@ -10,26 +10,40 @@ cones see half the volume, would otherwise be regularised as if every view saw a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .optics import Optics
 
 
-def views_per_voxel(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> np.ndarray:
-    """(D, H, W) int32: how many of the (K, 3) sources (z, y, x µm) see each voxel of the grid
-    (voxel (i, j, k) centred at (i dz, j dy, k dx) µm, the optics' frame): those below it
-    within the acceptance cone. Voxels level with or below a source are not seen by it."""
+def _cones(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> Iterator[np.ndarray]:
+    """Per source (z, y, x µm), the (D, H, W) bool mask of the grid's voxels in its acceptance cone
+    (voxel (i, j, k) centred at (i dz, j dy, k dx) µm, the optics' frame): those above it within
+    the cone. Voxels level with or below a source are not seen by it."""
     d, h, w = (int(s) for s in shape)
     tan = float(np.tan(np.arcsin(min(optics.na / optics.n_background, 1.0))))
     vz, vy, vx = optics.voxel_size
     z = (np.arange(d) * vz)[:, None, None]
     y = (np.arange(h) * vy)[None, :, None]
     x = (np.arange(w) * vx)[None, None, :]
-    count = np.zeros((d, h, w), np.int32)
     for s in np.asarray(sources, dtype=np.float64).reshape(-1, 3):
         height = z - s[0]
-        count += ((np.hypot(y - s[1], x - s[2]) <= tan * height) & (height > 0)).astype(np.int32)
+        yield (np.hypot(y - s[1], x - s[2]) <= tan * height) & (height > 0)
+
+
+def views_per_voxel(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> np.ndarray:
+    """(D, H, W) int32: how many of the (K, 3) sources see each voxel of the grid."""
+    count = np.zeros(tuple(int(s) for s in shape), np.int32)
+    for cone in _cones(shape, sources, optics):
+        count += cone
     return count
+
+
+def voxels_seen(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> np.ndarray:
+    """(K,) int: how many voxels of the grid each source's cone holds (0: its image says nothing
+    about the sample)."""
+    return np.array([int(cone.sum()) for cone in _cones(shape, sources, optics)], dtype=np.int64)
 
 
 def view_share(shape: tuple[int, int, int], sources: np.ndarray, optics: Optics) -> float:

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..physics.coverage import voxels_seen
 from ..physics.optics import Optics, read_json_file
 
 #: Lateral margin (pixels) added around the volume while simulating, so waves do not wrap.
@@ -153,3 +154,32 @@ def read_sources(path: str | os.PathLike[str]) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise InputError(f"sources file {path} holds non-finite positions.")
     return arr.astype(np.float32)
+
+
+def check_source_geometry(sources: np.ndarray, grid_shape: tuple[int, int, int], optics: Optics,
+                          what: str = "sources") -> None:
+    """Refuse positions the fit cannot use, naming the first offending source.
+
+    Light travels towards +z through the grid, so a source above the top slab never crosses the
+    sample (the fit would silently move it down). A source more than a field's width beside the
+    grid is almost surely in the wrong unit (pixels for µm) or axis order (x, y, z for z, y, x),
+    and so are sources none of whose acceptance cones reaches the grid."""
+    voxel_size = optics.voxel_size
+    top = (grid_shape[0] - 1) * voxel_size[0]
+    for i, (z, y, x) in enumerate(np.asarray(sources, dtype=np.float64)):
+        if z > top + 1e-4:
+            raise InputError(f"{what}: source {i} lies at z = {z:.3g} µm, above the top of the index volume "
+                             f"(z = {top:.3g} µm for {grid_shape[0]} planes of {voxel_size[0]:g} µm): light travels "
+                             "towards +z, so the sources must lie below or inside the sample. Check the axis order "
+                             "(z, y, x) and --depth.")
+        for name, v, n, d in (("y", y, grid_shape[1], voxel_size[1]), ("x", x, grid_shape[2], voxel_size[2])):
+            width = (n - 1) * d
+            if not -width - d <= v <= 2 * width + d:
+                raise InputError(f"{what}: source {i} lies at {name} = {v:.4g} µm, more than the field's width "
+                                 f"beside it (the field spans {name} = 0 to {width:.3g} µm): positions are "
+                                 "(z, y, x) in µm from the first voxel's centre; was the file written in pixels "
+                                 "or in another axis order?")
+    if not voxels_seen(grid_shape, sources, optics).any():
+        raise InputError(f"{what}: no source's light cone (NA {optics.na:g}) reaches the index volume, so the images "
+                         "say nothing about it: positions are (z, y, x) in µm from the first voxel's centre, the "
+                         "sources below the sample; check the axis order and units.")
