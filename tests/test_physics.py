@@ -246,9 +246,9 @@ def test_simulated_diffraction_images_see_the_sample_and_write_the_contract_file
     water /= water.max()
     assert np.abs(images - water).max() > 0.05
     assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(tmp_path / "hazy.tif"), "--views", "3",
-                 "--sources-out", str(tmp_path / "src2.json"), "--seed", "1", "--haze", "0.1", "--bandwidth", "0.03",
-                 "--source-size", "0.1", "-q"]) == 0
+                 "--seed", "1", "--haze", "0.1", "--bandwidth", "0.03", "--source-size", "0.1", "-q"]) == 0
     hazy = read_volume(tmp_path / "hazy.tif").data
+    np.testing.assert_array_equal(read_sources(tmp_path / "hazy_sources.json"), sources)  # beside the images by default
     assert hazy.min() > images.min() + 0.02  # the haze lifts the dark surround
     (tmp_path / "flat.tif").unlink(missing_ok=True)
     write_volume(tmp_path / "fluo.tif", ri * 1000)

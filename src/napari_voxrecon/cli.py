@@ -123,8 +123,10 @@ def _simulate_diffraction(args: argparse.Namespace) -> int:
     from .physics.optics import Optics
     from .simulate.diffraction import PartialCoherence, draw_sources, simulate_diffraction, write_sources
 
-    optics_out = Path(args.optics_out) if args.optics_out else Path(args.output).with_name(Path(args.output).name.split(".")[0] + "_optics.json")
-    for extra in (Path(args.sources_out), optics_out):
+    beside = lambda suffix: Path(args.output).with_name(Path(args.output).name.split(".")[0] + suffix)  # noqa: E731
+    optics_out = Path(args.optics_out) if args.optics_out else beside("_optics.json")
+    sources_out = Path(args.sources_out) if args.sources_out else beside("_sources.json")
+    for extra in (sources_out, optics_out):
         if extra.exists() and not args.overwrite:
             raise VoxreconError(f"{extra} exists; pass --overwrite or choose another path.")
     check_output_path(args.output, args.overwrite)
@@ -138,9 +140,9 @@ def _simulate_diffraction(args: argparse.Namespace) -> int:
     images = simulate_diffraction(vol.data, optics, sources, args.noise_level, args.seed, coherence=coherence)
     cam = optics.camera_pixel or optics.voxel_size[2]
     _write(args.output, images, (1.0, cam, cam), args.overwrite, args.quiet)
-    write_sources(args.sources_out, sources)
+    write_sources(sources_out, sources)
     optics.save(optics_out)
-    _say(f"wrote {args.sources_out} ({len(sources)} sources, {args.placement} the sample) and {optics_out}", args.quiet)
+    _say(f"wrote {sources_out} ({len(sources)} sources, {args.placement} the sample) and {optics_out}", args.quiet)
     return 0
 
 
@@ -523,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sim_sub.add_parser("diffraction", help="images of fluorescent point sources through a refractive-index volume")
     p.add_argument("input", help="absolute refractive-index volume (.tif/.tiff/.zarr)")
     p.add_argument("--views", type=int, required=True, help="number of sources (images) K")
-    p.add_argument("--sources-out", required=True, help="where to write the SOURCES JSON (positions in µm, z y x)")
+    p.add_argument("--sources-out", help="where to write the SOURCES JSON (positions in µm, z y x; default: OUTPUT's "
+                   "name + _sources.json)")
     p.add_argument("--optics", help="optics.json (wavelength, na, n_background, voxel_size, ...); default: defaults with the volume's voxel size")
     p.add_argument("--optics-out", help="where to write the optics used (default: OUTPUT's name + _optics.json)")
     p.add_argument("--placement", choices=["below", "inside"], default="below", help="sources 2 µm below the sample, or in its lower half")
