@@ -178,6 +178,22 @@ def test_diffraction_run_takes_files_streams_the_index_and_draws_the_loss(viewer
     assert widget.params()["optics"] == ""
 
 
+def test_a_short_dock_scrolls_instead_of_squeezing_the_parameters(viewer, qtbot):
+    """A long message and many fields in a short dock: the parameter fields keep their height
+    and the widget scrolls (they used to be squeezed until their labels overlapped)."""
+    viewer.add_image(smooth_volume((5, 16, 12), seed=1), name="images")
+    widget = open_reconstruct(viewer)
+    widget.set_input("images")
+    widget.task_combo.setCurrentText("diffraction")
+    widget.output_label.setText("a long message " * 60)
+    viewer.window._qt_window.show()  # geometry is only laid out on screen (Xvfb)
+    viewer.window._qt_window.resize(1000, 500)
+    qtbot.wait(200)
+    box = widget.params_box
+    assert box.height() >= box.minimumSizeHint().height() > 250
+    assert widget._scroll.verticalScrollBar().maximum() > 0
+
+
 def test_linear_run_streams_planes_into_a_layer(viewer, qtbot):
     volume = smooth_volume((5, 16, 12), seed=1)
     viewer.add_image(volume, name="sparse", scale=(2.0, 0.5, 0.5), translate=(1.0, 0.0, 0.0))

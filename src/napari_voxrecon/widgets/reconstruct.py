@@ -38,12 +38,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -557,7 +559,18 @@ class ReconstructWidget(QWidget):
         tail.addRow(self.follow_check)
         tail.addRow(self.output_label)
 
-        layout = QVBoxLayout(self)
+        # Everything in a scroll area: a dock shorter than the form (a long message above Run, a
+        # small screen) scrolls instead of squeezing the parameter fields until they overlap.
+        self._content = QWidget()
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._scroll.setWidget(self._content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self._scroll)
+        layout = QVBoxLayout(self._content)
         layout.addLayout(form)
         layout.addWidget(self.params_box)
         layout.addWidget(self.finetune_button)
@@ -731,6 +744,9 @@ class ReconstructWidget(QWidget):
         self._params_form.changed.connect(self._on_params_changed)
         self.params_layout.addWidget(self._params_form.native)
         self.params_box.setVisible(bool(fields))
+        self.params_box.updateGeometry()  # the enclosing layouts' cached minimum must follow the new fields
+        # the scroll area only scrolls vertically: as wide as the fields need, not a scroll area's default
+        self._scroll.setMinimumWidth(self._content.sizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width())
         self._update_output_label()
 
     def _remember_params(self) -> None:
@@ -958,6 +974,8 @@ class ReconstructWidget(QWidget):
         except VoxreconError:  # the method was unregistered meanwhile
             uses_torch = True
         self.device_combo.setEnabled(not running and uses_torch)
+        # the progress bar while running, the outcome after: keep them on screen in a scrolled dock
+        self._scroll.ensureWidgetVisible(self.progress if running else self.status)
 
     # ------------------------------------------------------------------ events (main thread)
     def _on_event(self, event: Any) -> None:
