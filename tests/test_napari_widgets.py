@@ -393,8 +393,44 @@ def test_bad_input_shows_an_error_and_the_widget_recovers(viewer, qtbot, errors,
     assert run_and_wait(qtbot, widget) == "failed"
     assert len(errors) == 1 and expected in errors[0]
     assert [l.name for l in viewer.layers] == ["bad"]  # no output layer was created
-    assert widget.run_button.isEnabled() and not widget.running
-    assert widget.status.text().startswith("failed:")
+    assert not widget.running and widget.status.text().startswith("failed:")
+    # a wrong shape is known before the click: Run stays disabled and says why; the rest is found by the job
+    shape_problem = data.ndim != 3
+    assert widget.run_button.isEnabled() is not shape_problem
+    assert ("3D (Z, Y, X) stack" in widget.run_button.toolTip()) is shape_problem
+
+
+def test_run_is_disabled_while_the_form_shows_a_problem_and_says_why(viewer, qtbot):
+    layer = viewer.add_image(smooth_volume((1, 8, 8)), name="v")
+    widget = open_reconstruct(viewer)
+    buttons = (widget.run_button, widget.preview_button, widget.zarr_button)
+    widget.task_combo.setCurrentText("restore")
+    widget.params_form["lateral_factor"].value = 1
+    widget.set_params(axial_factor=1)
+    assert widget.run_button.isEnabled() and widget.output_label.text().startswith("output:")
+    widget.set_params(axial_factor=2)  # one plane cannot be upsampled along z
+    problem = widget.output_label.text()
+    assert "at least 2 planes" in problem
+    assert not any(b.isEnabled() for b in buttons)
+    assert widget.run_button.toolTip() == f"Cannot run: {problem}"
+    widget.set_params(axial_factor=1)
+    assert all(b.isEnabled() for b in buttons) and not widget.run_button.toolTip().startswith("Cannot")
+    # the input's data replaced: checked again at once
+    widget.task_combo.setCurrentText("sparse")
+    widget.method_combo.setCurrentText("linear")
+    widget.set_params(interval=2)
+    assert not widget.run_button.isEnabled()  # sparse needs 2 acquired planes
+    layer.data = smooth_volume((4, 8, 8))
+    assert widget.run_button.isEnabled()
+    layer.data = smooth_volume((4, 8, 8))[0]
+    assert not widget.run_button.isEnabled() and "3D (Z, Y, X) stack" in widget.run_button.toolTip()
+    layer.data = smooth_volume((4, 8, 8))
+    # disabled while a job runs whatever the form says, enabled again afterwards
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT_MS) as blocker:
+        assert widget.run() is not None
+        assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    assert blocker.args == ["done"]
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
 @pytest.mark.parametrize("planes_before_failure", [0, 2])

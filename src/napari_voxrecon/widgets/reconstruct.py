@@ -82,6 +82,7 @@ RESULT_KEY = "voxrecon"
 
 #: Milliseconds between GUI updates while planes stream in.
 UI_TICK_MS = 50
+RUN_TIP = "Reconstruct the whole input stack; planes stream into the output layer as they finish."
 _INT_LIMIT = 2**31 - 1
 _FLOAT_LIMIT = 1e12
 #: Name of the parameter that picks a method's weights (methods with ``uses_weights``).
@@ -520,6 +521,8 @@ class ReconstructWidget(QWidget):
         self.output_label = QLabel()
         self.output_label.setWordWrap(True)
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip(RUN_TIP)
+        self._input_problem: str | None = None  # why Run cannot work now (shown under the form)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.preview_button = QPushButton("Preview view")
@@ -603,6 +606,7 @@ class ReconstructWidget(QWidget):
             self._connect(emitter, self._on_layers_changed)
         for layer in self.viewer.layers:
             self._connect(layer.events.name, self._on_layers_changed)
+            self._connect(layer.events.data, self._on_layer_data)
 
     def _connect(self, emitter: Any, callback: Any) -> None:
         emitter.connect(callback)
@@ -611,7 +615,13 @@ class ReconstructWidget(QWidget):
     def _on_layers_changed(self, event: Any = None) -> None:
         if event is not None and getattr(event, "type", None) == "inserted":
             self._connect(event.value.events.name, self._on_layers_changed)
+            self._connect(event.value.events.data, self._on_layer_data)
         self._refresh_layers()
+
+    def _on_layer_data(self, event: Any = None) -> None:
+        """The input's data were replaced (a new array, maybe of another shape): check it again."""
+        if getattr(event, "source", None) is self.selected_layer() and not self.running:
+            self._update_output_label()
 
     def _refresh_layers(self) -> None:
         """Rebuild the input list, keeping the chosen layer (by identity, names can change)."""
@@ -780,16 +790,27 @@ class ReconstructWidget(QWidget):
             field.value = None if isinstance(field, mgw.FileEdit) and value in ("", None) else value
 
     def _update_output_label(self) -> None:
-        """Preview of the output grid, or why the current input/parameters cannot work."""
+        """Preview of the output grid, or why the current input/parameters cannot work.
+
+        In the second case the run buttons are disabled, their tooltip naming the problem: the
+        reason is on screen before the click instead of in a notification after it.
+        """
+        text, problem = self._output_preview()
+        self.output_label.setText(text)
+        self._input_problem = problem
+        self._sync_run_buttons(self.running)
+
+    def _output_preview(self) -> tuple[str, str | None]:
+        """(the text under the form, the problem that blocks a run or None)."""
         layer = self.selected_layer()
         if layer is None or self._params_form is None or not self.method_name:
-            self.output_label.setText("Add or open an image layer to reconstruct.")
-            return
+            text = "Add or open an image layer to reconstruct."
+            return text, text
         shape = tuple(s for s in layer_volume(layer).shape)
         squeezed = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
         if layer.rgb or len(squeezed) != 3:
-            self.output_label.setText(f"input: {len(shape)}D layer of shape {shape}; a 3D (Z, Y, X) stack is needed.")
-            return
+            text = f"input: {len(shape)}D layer of shape {shape}; a 3D (Z, Y, X) stack is needed."
+            return text, text
         try:
             params = self.params()
             task = self.task_spec()
@@ -797,11 +818,15 @@ class ReconstructWidget(QWidget):
             out = task.output_shape(squeezed, params)
             vs = task.output_voxel_size(tuple(float(s) for s in layer.scale[-3:]), params)
         except VoxreconError as err:
-            self.output_label.setText(str(err))
-            return
-        self.output_label.setText(
-            f"output: {out[0]} x {out[1]} x {out[2]} (Z, Y, X), voxel {vs[0]:.4g} x {vs[1]:.4g} x {vs[2]:.4g}"
-        )
+            return str(err), str(err)
+        return (f"output: {out[0]} x {out[1]} x {out[2]} (Z, Y, X), voxel {vs[0]:.4g} x {vs[1]:.4g} x {vs[2]:.4g}",
+                None)
+
+    def _sync_run_buttons(self, running: bool) -> None:
+        ready = not running and self._input_problem is None
+        for button in (self.run_button, self.preview_button, self.zarr_button):
+            button.setEnabled(ready)
+        self.run_button.setToolTip(RUN_TIP if self._input_problem is None else f"Cannot run: {self._input_problem}")
 
     # ------------------------------------------------------------------ run / cancel
     @property
@@ -964,10 +989,10 @@ class ReconstructWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
+        self._sync_run_buttons(running)
         self.cancel_button.setEnabled(running)
         for w in (self.layer_combo, self.task_combo, self.method_combo, self.params_box, self.seed_spin,
-                  self.finetune_button, self.preview_button, self.zarr_button):
+                  self.finetune_button):
             w.setEnabled(not running)
         try:
             uses_torch = self.method_spec().uses_torch
