@@ -93,6 +93,24 @@ def test_bad_diffraction_requests_say_what_is_wrong(acquisition, tmp_path):
         run_job(job)
 
 
+def test_images_without_a_positive_value_are_refused_and_subtracted_ones_get_a_warning(acquisition):
+    root, _ = acquisition
+    job = _job(root)
+    job.volume[...] = job.volume - job.volume.max()  # inverted / over-subtracted: no peak to scale by
+    with pytest.raises(InputError, match="no positive value"):
+        run_job(job)
+    for background, warned in ((-1, True), (1, False)):
+        job = _job(root, iterations=2, background=background)
+        job.volume[...] = job.volume - np.median(job.volume)  # background-subtracted: half the pixels negative
+        notices = []
+        run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+        hit = [n for n in notices if "pixels are negative" in n.message]
+        assert bool(hit) is warned and all(n.level == "warning" for n in hit)
+    notices = []
+    run_job(_job(root, iterations=2, background=-1), on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    assert not any("negative" in n.message for n in notices)  # raw intensities: nothing to say
+
+
 def _fit_configs(monkeypatch) -> list:
     """The FitConfig of every fit a job starts (the fit itself runs as usual)."""
     from napari_voxrecon.models import diffraction_fit

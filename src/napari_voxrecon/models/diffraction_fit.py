@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..physics.coverage import view_share
 from ..physics.optics import Optics
 from ..physics.source_fit import FIT_PAD, coherence_masks
@@ -268,6 +269,23 @@ def fit_passes(cfg: FitConfig) -> list[FitConfig]:
     return [cfg, replace(cfg, iterations=cfg.refit, refit=0, calibrate_after=FitConfig.calibrate_after, anneal_blur=0.0)]
 
 
+def check_images(images: np.ndarray) -> float:
+    """Refuse images the fit cannot be scaled to, with the reason; return the share of their
+    pixels below zero.
+
+    The loss compares images scaled to a peak of 1 with predicted intensities |E|^2 >= 0 (plus
+    the fitted background, if any): a stack without a positive value has no peak to scale by.
+    Negative pixels come from background-subtracted frames; only a fitted background (order 0
+    or more) can follow them, the caller decides whether to say so.
+    """
+    peak = float(np.max(images))
+    if not peak > 0:
+        raise InputError(f"diffraction: the images hold no positive value (maximum {peak:g}); they must be camera "
+                         "intensities, each source's spot brighter than its surroundings. Load the raw frames, not "
+                         "inverted or background-subtracted ones.")
+    return float(np.mean(np.asarray(images) < 0))
+
+
 def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
               config: FitConfig | None = None, device: str = "cpu") -> Generator[FitStep, None, FitResult]:
     """Fit ``kind`` ('nvp', 'triplane', 'explicit') to images (K, H, W) (camera pixels = grid
@@ -278,6 +296,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     the second fit's loss falls below the first's final one, its steps render and report the
     first fit's estimate (a fresh representation starts from nothing: a preview or a stop
     early in it would otherwise lose what the first fit found)."""
+    check_images(images)
     passes = fit_passes(config or FitConfig())
     data = _measured(images, optics, passes[0], device)  # the passes differ only in their schedule
     total = sum(p.iterations for p in passes)
