@@ -33,6 +33,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
     # where the error lies (tuning cell seed 100, 6 views, the fits before sparsity and pruning)
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
+    # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames
+    python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
     # paired over seeds: two methods' bench runs (their stderr saved to files)
     python benchmarks/diffraction_models.py compare --logs nvp.log triplane.log --pair nvp triplane --phantoms cell tubes tissue
 """
@@ -368,6 +370,73 @@ def cmd_timing(args: argparse.Namespace) -> None:
     finish(lines, args.out)
 
 
+#: defects: what is done to the simulated images, and the job's parameters for it
+DEFECT_ARMS = (
+    ("clean", None, {}),
+    ("hot pixel x10, repaired", ("hot", 10.0), {}),
+    ("hot pixel x10, not repaired", ("hot", 10.0), {"repair": False}),
+    ("hot pixel x30, repaired", ("hot", 30.0), {}),
+    ("hot pixel x30, not repaired", ("hot", 30.0), {"repair": False}),
+    ("median subtracted, background 1", ("subtract", 0.0), {"background": 1}),
+    ("median subtracted, background -1", ("subtract", 0.0), {"background": -1}),
+)
+
+
+def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) -> np.ndarray:
+    out = images.copy()
+    if defect is None:
+        return out
+    what, factor = defect
+    if what == "hot":  # one pixel of one image, anywhere, factor x the images' peak (a hot pixel, a cosmic ray)
+        rng = np.random.default_rng(seed + 30_000)
+        k, y, x = (int(rng.integers(0, n)) for n in images.shape)
+        out[k, y, x] = factor * float(images.max())
+    else:  # background-subtracted frames: each minus its median
+        out -= np.median(out, axis=(1, 2), keepdims=True)
+    return out
+
+
+def cmd_defects(args: argparse.Namespace) -> None:
+    """Faulty images through the job (what the CLI and napari run): the repair of hot pixels and
+    the warning for subtracted backgrounds, each arm scored as in ``bench``."""
+    import tempfile
+    from unittest import mock
+
+    from napari_voxrecon.engine import Job, run_job
+    from napari_voxrecon.physics import hot_pixels
+    from napari_voxrecon.simulate.diffraction import write_sources
+
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines += ["| phantom | seed | method | images | PSNR dB | SSIM |", "|---|---|---|---|---|---|"]
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.phantoms:
+            for seed in args.seeds:
+                case = make_case(seed, tuple(args.shape), args.views[0], kind=kind, noise=args.noise, placement=args.placement,
+                                 volume=args.volume_dn)
+                src, opt = Path(tmp) / f"{seed}_sources.json", Path(tmp) / f"{seed}_optics.json"
+                write_sources(src, case.sources)
+                opt.write_text(json.dumps({**case.optics.to_dict(), "depth": case.truth.shape[0]}))
+                for method in args.methods:
+                    for label, defect, params in DEFECT_ARMS:
+                        params = dict(params)
+                        repair = params.pop("repair", True)
+                        job = Job("diffraction", _defective(case.images, defect, seed),
+                                  {"sources": str(src), "optics": str(opt), "iterations": args.iterations, **params},
+                                  method=method, device=args.device, seed=0)
+                        keep = (mock.patch.object(hot_pixels, "find_hot_pixels", lambda im, o: np.zeros(im.shape, bool))
+                                if not repair else mock.MagicMock())
+                        with keep:
+                            out = run_job(job)["result"]
+                        psnr, ssim = score(out - np.float32(case.optics.n_background), case.truth)
+                        results.setdefault(f"{method} | {label}", []).append(psnr)
+                        lines.append(f"| {kind} | {seed} | {method} | {label} | {psnr:.2f} | {ssim:.3f} |")
+                        print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "| method | images | mean PSNR dB | n |", "|---|---|---|---|"]
+    lines += [f"| {key} | {np.mean(v):.2f} | {len(v)} |" for key, v in results.items()]
+    finish(lines, args.out)
+
+
 def tuning_grid() -> list[dict[str, Any]]:
     """The configurations tried for each representation; the same learning rates and TV weights for the two
     feature representations, so neither gets more tuning than the other."""
@@ -544,7 +613,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage", "defects"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -606,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")
     args = p.parse_args(argv)
     if args.methods is None:
-        args.methods = [] if args.mode == "coverage" else list(KINDS)
+        args.methods = [] if args.mode == "coverage" else ["nvp"] if args.mode == "defects" else list(KINDS)
     if args.seeds is None:
         args.seeds = [100, 101, 102] if args.mode in ("tune", "diagnose") else [200, 201, 202]
     args.volume_dn = (load_volume(args.volume, tuple(args.volume_voxel), Optics(), args.volume_max_dn)
@@ -616,7 +685,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
-     "compare": cmd_compare, "coverage": cmd_coverage}[args.mode](args)
+     "compare": cmd_compare, "coverage": cmd_coverage, "defects": cmd_defects}[args.mode](args)
 
 
 if __name__ == "__main__":

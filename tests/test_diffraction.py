@@ -111,6 +111,23 @@ def test_images_without_a_positive_value_are_refused_and_subtracted_ones_get_a_w
     assert not any("negative" in n.message for n in notices)  # raw intensities: nothing to say
 
 
+def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition, monkeypatch):
+    from napari_voxrecon.models import diffraction_fit
+
+    root, _ = acquisition
+    fitted, real = [], diffraction_fit.fit_steps
+    monkeypatch.setattr(diffraction_fit, "fit_steps", lambda images, *a, **k: (fitted.append(images), real(images, *a, **k))[1])
+    job = _job(root, iterations=2)
+    job.volume[2, 5, 7] = 30 * job.volume.max()  # cost 13 dB before it was replaced (physics/hot_pixels.py)
+    given = job.volume.copy()
+    notices = []
+    run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    assert [n.message.split(" (first")[0] for n in notices if "isolated" in n.message] == [
+        "replaced 1 isolated pixel(s) in image(s) 2"]
+    assert fitted[0][2, 5, 7] <= np.delete(given[2, 4:7, 6:9].ravel(), 4).max()  # the fit saw the repaired images
+    np.testing.assert_array_equal(job.volume, given)  # the user's data are left as they were
+
+
 def _fit_configs(monkeypatch) -> list:
     """The FitConfig of every fit a job starts (the fit itself runs as usual)."""
     from napari_voxrecon.models import diffraction_fit

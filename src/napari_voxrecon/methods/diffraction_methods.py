@@ -123,12 +123,14 @@ def _run(ctx, kind: str) -> Iterator[Any]:
     from ..models.diffraction_fit import (REFERENCE_VIEW_SHARE, FitConfig, check_images, fit_steps, prior_scale,
                                           result_of)
     from ..physics.coverage import view_share, voxels_seen
+    from ..physics.hot_pixels import find_hot_pixels, replace_hot_pixels
     from ..physics.optics import Optics
     from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
 
     p = ctx.params
-    negative = check_images(ctx.volume)
+    images = ctx.volume
+    negative = check_images(images)
     if negative > NEGATIVE_SHARE and p["background"] < 0:
         # measured: a frame minus its median fitted without a background loses ~12 dB (31.5 -> 18.9 dB)
         yield Notice(f"{100 * negative:.0f} % of the image pixels are negative, as in background-subtracted frames, "
@@ -136,13 +138,22 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                      "fitted as index structure. Set background to 0 or more, or load the raw frames.",
                      level="warning")
     optics = Optics.load(p["optics"] or None)
+    hot = find_hot_pixels(images, optics)
+    if hot.any():  # before the sources are estimated: a hot pixel can look like a spot's peak
+        images = replace_hot_pixels(images, hot)
+        k, y, x = (int(i) for i in np.argwhere(hot)[0])
+        views = np.flatnonzero(hot.any(axis=(1, 2)))
+        yield Notice(f"replaced {int(hot.sum())} isolated pixel(s) in image(s) {', '.join(map(str, views[:10]))}"
+                     f"{' ...' if len(views) > 10 else ''} (first: image {k}, y = {y}, x = {x}) by the median of "
+                     "their neighbours: each was brighter than any light through this NA can make a pixel beside "
+                     "its neighbours, as hot camera pixels and cosmic rays are", level="warning")
     depth = ctx.output_shape[0]
     schedule = {"calibrate_after": FitConfig.calibrate_after}
     if p["sources"]:
         sources = read_sources(p["sources"])
     else:
-        yield Progress(0, depth, f"no sources file: estimating the {ctx.volume.shape[0]} source positions from the spots")
-        sources = estimate_sources(ctx.volume, optics, depth).positions
+        yield Progress(0, depth, f"no sources file: estimating the {images.shape[0]} source positions from the spots")
+        sources = estimate_sources(images, optics, depth).positions
         if p["calibrate"]:  # estimates are off by tenths of a µm: refined with the index from the start, coarse to fine
             schedule = estimated_source_schedule(p["iterations"])
     for key in ("calibrate_after", "anneal_blur", "refit"):
@@ -181,7 +192,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
             yield Notice(f"an average voxel is seen by {100 * share:.0f} % of the views "
                          f"({100 * REFERENCE_VIEW_SHARE:.0f} % in the geometry the defaults were tuned on): tv and sparsity "
                          f"are weighted x{scale:.2f} to match (turn cover_priors off to use them as given)")
-    gen = fit_steps(ctx.volume, sources, optics, depth, kind, cfg, device=ctx.device)
+    gen = fit_steps(images, sources, optics, depth, kind, cfg, device=ctx.device)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None
     while result is None:

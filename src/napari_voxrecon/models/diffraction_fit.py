@@ -295,7 +295,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     ``refit``, the iterations of both fits are counted as one run (``fit_passes``), and until
     the second fit's loss falls below the first's final one, its steps render and report the
     first fit's estimate (a fresh representation starts from nothing: a preview or a stop
-    early in it would otherwise lose what the first fit found)."""
+    early in it would otherwise lose what the first fit found). The images are used as given:
+    the diffraction job first repairs hot pixels (``physics.hot_pixels``), which a caller of
+    this function should do too."""
     check_images(images)
     passes = fit_passes(config or FitConfig())
     data = _measured(images, optics, passes[0], device)  # the passes differ only in their schedule
