@@ -33,7 +33,7 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
     # where the error lies (tuning cell seed 100, 6 views, the fits before sparsity and pruning)
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
-    # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames
+    # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames, a clipping camera
     python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
     # paired over seeds: two methods' bench runs (their stderr saved to files)
     python benchmarks/diffraction_models.py compare --logs nvp.log triplane.log --pair nvp triplane --phantoms cell tubes tissue
@@ -42,6 +42,7 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -379,6 +380,10 @@ DEFECT_ARMS = (
     ("hot pixel x30, not repaired", ("hot", 30.0), {"repair": False}),
     ("median subtracted, background 1", ("subtract", 0.0), {"background": 1}),
     ("median subtracted, background -1", ("subtract", 0.0), {"background": -1}),
+    ("clipped at 30 % of the peak, left out", ("clip", 0.3), {}),
+    ("clipped at 30 % of the peak, compared", ("clip", 0.3), {"leave_out": False}),
+    ("clipped at 15 % of the peak, left out", ("clip", 0.15), {}),
+    ("clipped at 15 % of the peak, compared", ("clip", 0.15), {"leave_out": False}),
 )
 
 
@@ -391,6 +396,8 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
         rng = np.random.default_rng(seed + 30_000)
         k, y, x = (int(rng.integers(0, n)) for n in images.shape)
         out[k, y, x] = factor * float(images.max())
+    elif what == "clip":  # a saturated camera: every pixel above factor x the peak clipped to it
+        out = np.minimum(out, np.float32(factor * float(images.max())))
     else:  # background-subtracted frames: each minus its median
         out -= np.median(out, axis=(1, 2), keepdims=True)
     return out
@@ -403,7 +410,7 @@ def cmd_defects(args: argparse.Namespace) -> None:
     from unittest import mock
 
     from napari_voxrecon.engine import Job, run_job
-    from napari_voxrecon.physics import hot_pixels
+    from napari_voxrecon.physics import hot_pixels, saturation
     from napari_voxrecon.simulate.diffraction import write_sources
 
     lines = _header(args, " ".join(sys.argv[1:]))
@@ -419,14 +426,21 @@ def cmd_defects(args: argparse.Namespace) -> None:
                 opt.write_text(json.dumps({**case.optics.to_dict(), "depth": case.truth.shape[0]}))
                 for method in args.methods:
                     for label, defect, params in DEFECT_ARMS:
+                        if args.only and not any(word in label for word in args.only):
+                            continue
                         params = dict(params)
-                        repair = params.pop("repair", True)
+                        # the arms "before": the job's checks switched off
+                        repair, leave_out = params.pop("repair", True), params.pop("leave_out", True)
                         job = Job("diffraction", _defective(case.images, defect, seed),
                                   {"sources": str(src), "optics": str(opt), "iterations": args.iterations, **params},
                                   method=method, device=args.device, seed=0)
-                        keep = (mock.patch.object(hot_pixels, "find_hot_pixels", lambda im, o: np.zeros(im.shape, bool))
-                                if not repair else mock.MagicMock())
-                        with keep:
+                        with contextlib.ExitStack() as stack:
+                            if not repair:
+                                stack.enter_context(mock.patch.object(hot_pixels, "find_hot_pixels",
+                                                                      lambda im, o: np.zeros(im.shape, bool)))
+                            if not leave_out:
+                                stack.enter_context(mock.patch.object(saturation, "saturated_pixels",
+                                                                      lambda im: np.zeros(im.shape, bool)))
                             out = run_job(job)["result"]
                         psnr, ssim = score(out - np.float32(case.optics.n_background), case.truth)
                         results.setdefault(f"{method} | {label}", []).append(psnr)
@@ -670,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
                    "labels them (default true; e.g. 'estimated, joint calibration from 0'); with label=path logs, two "
                    "arms pair one file's lines of one with another's of the other")
     p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
+    p.add_argument("--only", nargs="+", help="defects: only the arms whose label holds one of these words (e.g. clipped)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")

@@ -128,6 +128,26 @@ def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition
     np.testing.assert_array_equal(job.volume, given)  # the user's data are left as they were
 
 
+def test_saturated_pixels_are_left_out_of_the_fit_and_the_user_is_told(acquisition, monkeypatch):
+    from napari_voxrecon.models import diffraction_fit
+
+    root, _ = acquisition
+    masks, real = [], diffraction_fit.fit_steps
+    monkeypatch.setattr(diffraction_fit, "fit_steps", lambda *a, valid=None, **k: (masks.append(valid), real(*a, valid=valid, **k))[1])
+    job = _job(root, iterations=2)
+    ceiling = np.float32(0.4 * job.volume.max())
+    clipped = job.volume >= ceiling
+    job.volume[...] = np.minimum(job.volume, ceiling)  # a camera that clipped the brightest spots
+    notices = []
+    run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    assert any(n.message.startswith(f"{int(clipped.sum())} pixels") and "left out of the fit" in n.message
+               and n.level == "warning" for n in notices)
+    np.testing.assert_array_equal(masks[0], ~clipped)
+    masks.clear()
+    run_job(_job(root, iterations=2))
+    assert masks == [None]  # unclipped images: every pixel compared
+
+
 def _fit_configs(monkeypatch) -> list:
     """The FitConfig of every fit a job starts (the fit itself runs as usual)."""
     from napari_voxrecon.models import diffraction_fit

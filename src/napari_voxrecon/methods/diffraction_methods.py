@@ -124,6 +124,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                                           result_of)
     from ..physics.coverage import view_share, voxels_seen
     from ..physics.hot_pixels import find_hot_pixels, replace_hot_pixels
+    from ..physics.saturation import saturated_pixels
     from ..physics.optics import Optics
     from ..physics.source_fit import estimate_sources
     from ..simulate.diffraction import read_sources
@@ -147,6 +148,14 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                      f"{' ...' if len(views) > 10 else ''} (first: image {k}, y = {y}, x = {x}) by the median of "
                      "their neighbours: each was brighter than any light through this NA can make a pixel beside "
                      "its neighbours, as hot camera pixels and cosmic rays are", level="warning")
+    saturated = saturated_pixels(images)
+    valid = None
+    if saturated.any():
+        valid = ~saturated
+        yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
+                     f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
+                     "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
+                     "if many are", level="warning")
     depth = ctx.output_shape[0]
     schedule = {"calibrate_after": FitConfig.calibrate_after}
     if p["sources"]:
@@ -192,7 +201,7 @@ def _run(ctx, kind: str) -> Iterator[Any]:
             yield Notice(f"an average voxel is seen by {100 * share:.0f} % of the views "
                          f"({100 * REFERENCE_VIEW_SHARE:.0f} % in the geometry the defaults were tuned on): tv and sparsity "
                          f"are weighted x{scale:.2f} to match (turn cover_priors off to use them as given)")
-    gen = fit_steps(images, sources, optics, depth, kind, cfg, device=ctx.device)
+    gen = fit_steps(images, sources, optics, depth, kind, cfg, device=ctx.device, valid=valid)
     n_bg = np.float32(optics.n_background)
     last, step, result = time.perf_counter(), None, None
     while result is None:

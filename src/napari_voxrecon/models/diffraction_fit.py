@@ -144,11 +144,14 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weight: torch.Tensor | None = None,
-               background: torch.Tensor | None = None) -> torch.Tensor:
+               background: torch.Tensor | None = None, left_out: torch.Tensor | None = None) -> torch.Tensor:
     """L1 + L2 + λ (1 - SSIM)/2 after the least-squares exposure; with ``weight`` (K, H, W)
     (the coherence mask) every term, and the exposure, counts the weighted pixels only; with
     ``background`` (``background_basis``) each view may add a smooth background, fitted with
-    the exposure by least squares (the basis projected out before the exposure is solved)."""
+    the exposure by least squares (the basis projected out before the exposure is solved).
+    ``left_out`` (K, H, W) bool: pixels whose measured values say nothing (saturated ones);
+    they must weigh 0 in ``weight``, and the SSIM windows beside them see the prediction there
+    instead of the measurement, so that no term depends on what those pixels hold."""
     if weight is None and background is None:
         scale = (pred * meas).sum() / (pred * pred).sum().clamp_min(1e-20)  # least-squares exposure
         p = pred * scale
@@ -168,8 +171,9 @@ def image_loss(pred: torch.Tensor, meas: torch.Tensor, ssim_weight: float, weigh
         scale = (pr * mr).sum() / (pr * pr).sum().clamp_min(1e-20)
         p = pred * scale + smooth(mw - scale * pw).reshape(pred.shape)
     n = weight.sum().clamp_min(1e-20)
+    ref = meas if left_out is None else torch.where(left_out, p.detach(), meas)
     return ((weight * (p - meas).abs()).sum() + (weight * (p - meas) ** 2).sum()) / n \
-        + ssim_weight * (1 - ssim_images(p, meas, weight=weight)) / 2
+        + ssim_weight * (1 - ssim_images(p, ref, weight=weight)) / 2
 
 
 def prior_scale(share: float) -> float:
@@ -287,7 +291,8 @@ def check_images(images: np.ndarray) -> float:
 
 
 def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
-              config: FitConfig | None = None, device: str = "cpu") -> Generator[FitStep, None, FitResult]:
+              config: FitConfig | None = None, device: str = "cpu",
+              valid: np.ndarray | None = None) -> Generator[FitStep, None, FitResult]:
     """Fit ``kind`` ('nvp', 'triplane', 'explicit') to images (K, H, W) (camera pixels = grid
     pixels × binning), yielding a ``FitStep`` after every iteration; returns the ``FitResult``
     with Δn on a (depth, H·b, W·b) grid. Closing the generator early (or breaking out of it and
@@ -295,12 +300,15 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
     ``refit``, the iterations of both fits are counted as one run (``fit_passes``), and until
     the second fit's loss falls below the first's final one, its steps render and report the
     first fit's estimate (a fresh representation starts from nothing: a preview or a stop
-    early in it would otherwise lose what the first fit found). The images are used as given:
-    the diffraction job first repairs hot pixels (``physics.hot_pixels``), which a caller of
-    this function should do too."""
+    early in it would otherwise lose what the first fit found). ``valid`` (K, H, W) bool, if
+    given: only these pixels are compared (the diffraction job leaves saturated ones out,
+    ``physics.saturation``). The images are used as given: the job first repairs hot pixels
+    (``physics.hot_pixels``), which a caller of this function should do too."""
     check_images(images)
+    if valid is not None and np.shape(valid) != np.shape(images):
+        raise ValueError(f"valid must have the images' shape {np.shape(images)}, not {np.shape(valid)}")
     passes = fit_passes(config or FitConfig())
-    data = _measured(images, optics, passes[0], device)  # the passes differ only in their schedule
+    data = _measured(images, optics, passes[0], device, valid)  # the passes differ only in their schedule
     total = sum(p.iterations for p in passes)
     losses: list[float] = []
     result = None
@@ -313,23 +321,31 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
 @dataclass
 class _Measured:
     """What the loss compares against, prepared once per fit: the images scaled to a maximum of
-    1, (K, H, W), the coherence mask's weights (or None) and the background basis (or None)."""
+    1, (K, H, W), the coherence mask's weights (or None; 0 where pixels are left out), the
+    background basis (or None), and the pixels left out (or None)."""
 
     images: torch.Tensor
     weight: torch.Tensor | None
     basis: torch.Tensor | None
+    left_out: torch.Tensor | None = None
 
 
-def _measured(images: np.ndarray, optics: Optics, cfg: FitConfig, device: str) -> _Measured:
+def _measured(images: np.ndarray, optics: Optics, cfg: FitConfig, device: str,
+              valid: np.ndarray | None = None) -> _Measured:
     meas = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
     meas = meas / meas.max().clamp_min(1e-20)
     weight = None
     if cfg.coherence_mask > 0:
         weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)
+    left_out = None
+    if valid is not None:  # pixels left out weigh nothing in any term, the exposure and the background
+        keep = torch.from_numpy(np.asarray(valid, dtype=np.float32)).to(device)
+        weight = keep if weight is None else weight * keep
+        left_out = keep == 0
     basis = None
     if cfg.background_order >= 0:
         basis = background_basis(torch.ones_like(meas) if weight is None else weight, cfg.background_order)
-    return _Measured(meas, weight, basis)
+    return _Measured(meas, weight, basis, left_out)
 
 
 def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, kind: str, cfg: FitConfig, device: str,
@@ -386,7 +402,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
             meas, meas_sigma = (gaussian_blur(raw, sigma) if sigma > 0 else raw), sigma
         if sigma > 0:
             pred = gaussian_blur(pred, sigma)
-        loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis) + tv * total_variation(dn)
+        loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis, data.left_out) + tv * total_variation(dn)
         if sparsity:
             loss = loss + sparsity * dn.abs().mean() / 0.01
         opt.zero_grad(set_to_none=True)
@@ -419,9 +435,9 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
 def fit_index(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int, kind: str = "nvp",
               config: FitConfig | None = None, device: str = "cpu",
               callback: Callable[[FitStep], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> FitResult:
+              should_stop: Callable[[], bool] | None = None, valid: np.ndarray | None = None) -> FitResult:
     """``fit_steps`` run to the end, or until ``should_stop()`` (then with the estimate so far)."""
-    gen = fit_steps(images, sources, optics, depth, kind, config, device)
+    gen = fit_steps(images, sources, optics, depth, kind, config, device, valid)
     while True:
         try:
             step = next(gen)

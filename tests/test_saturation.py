@@ -1,0 +1,45 @@
+"""Saturated (clipped) pixels: found where they pile up at the maximum, and left out of the fit."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_voxrecon.models.diffraction_fit import FitConfig, _measured, image_loss
+from napari_voxrecon.physics.optics import Optics
+from napari_voxrecon.physics.saturation import saturated_pixels
+
+
+def _spot_images(k: int = 3, size: int = 24) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return np.stack([np.exp(-((yy - 8 - 3 * i) ** 2 + (xx - 12) ** 2) / 18.0) for i in range(k)]).astype(np.float32)
+
+
+def test_clipped_pixels_are_found_and_nothing_else():
+    images = _spot_images()
+    clipped = np.minimum(images, 0.6)
+    np.testing.assert_array_equal(saturated_pixels(clipped), images >= 0.6)
+    assert not saturated_pixels(images).any()  # an unclipped smooth spot holds its maximum once or twice
+
+
+@pytest.mark.parametrize("peak", [10, 30, 1000])
+def test_photon_counts_are_not_taken_for_saturation(peak):
+    rng = np.random.default_rng(peak)
+    counts = rng.poisson(_spot_images(6) * peak).astype(np.float32)  # few counts: ties at the top are common
+    assert not saturated_pixels(counts).any()
+    clipped = np.minimum(counts, np.float32(0.5 * peak))  # the same frames from a camera that clips
+    assert saturated_pixels(clipped).sum() == (counts >= 0.5 * peak).sum()
+
+
+def test_pixels_left_out_do_not_change_the_loss():
+    images = np.minimum(_spot_images(), 0.6)
+    valid = ~saturated_pixels(images)
+    for cfg in (FitConfig(), FitConfig(coherence_mask=0.9, background_order=1)):
+        data = _measured(images, Optics(), cfg, "cpu", valid)
+        pred = torch.from_numpy(_spot_images()) * 0.8
+        before = image_loss(pred, data.images, cfg.ssim_weight, data.weight, data.basis, data.left_out)
+        changed = data.images.clone()
+        changed[torch.from_numpy(~valid)] = 5.0  # what a clipped pixel holds does not matter ...
+        after = image_loss(pred, changed, cfg.ssim_weight, data.weight, data.basis, data.left_out)
+        assert float(after) == pytest.approx(float(before), rel=1e-5)
+        changed[torch.from_numpy(valid)] *= 1.5  # ... what the others hold does
+        assert float(image_loss(pred, changed, cfg.ssim_weight, data.weight, data.basis, data.left_out)) != pytest.approx(float(before))
