@@ -33,7 +33,7 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py tune --out tune.jsonl --part 0/4
     # where the error lies (tuning cell seed 100, 6 views, the fits before sparsity and pruning)
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
-    # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames, a clipping camera
+    # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames, an offset, a clipping camera
     python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
     # paired over seeds: two methods' bench runs (their stderr saved to files)
     python benchmarks/diffraction_models.py compare --logs nvp.log triplane.log --pair nvp triplane --phantoms cell tubes tissue
@@ -380,6 +380,8 @@ DEFECT_ARMS = (
     ("hot pixel x30, not repaired", ("hot", 30.0), {"repair": False}),
     ("median subtracted, background 1", ("subtract", 0.0), {"background": 1}),
     ("median subtracted, background -1", ("subtract", 0.0), {"background": -1}),
+    ("camera offset 1x the peak", ("offset", 1.0), {}),
+    ("camera offset 5x the peak", ("offset", 5.0), {}),
     ("clipped at 30 % of the peak, left out", ("clip", 0.3), {}),
     ("clipped at 30 % of the peak, compared", ("clip", 0.3), {"leave_out": False}),
     ("clipped at 15 % of the peak, left out", ("clip", 0.15), {}),
@@ -396,6 +398,8 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
         rng = np.random.default_rng(seed + 30_000)
         k, y, x = (int(rng.integers(0, n)) for n in images.shape)
         out[k, y, x] = factor * float(images.max())
+    elif what == "offset":  # dim spots on a camera's offset (raw ADU), the same in every image
+        out += np.float32(factor * float(images.max()))
     elif what == "clip":  # a saturated camera: every pixel above factor x the peak clipped to it
         out = np.minimum(out, np.float32(factor * float(images.max())))
     else:  # background-subtracted frames: each minus its median

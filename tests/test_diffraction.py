@@ -154,9 +154,9 @@ def _fit_configs(monkeypatch) -> list:
 
     seen, real = [], diffraction_fit.fit_steps
 
-    def spy(images, sources, optics, depth, kind="nvp", config=None, device="cpu"):
+    def spy(images, sources, optics, depth, kind="nvp", config=None, device="cpu", valid=None):
         seen.append(config)
-        return real(images, sources, optics, depth, kind, config, device)
+        return real(images, sources, optics, depth, kind, config, device, valid)
 
     monkeypatch.setattr(diffraction_fit, "fit_steps", spy)
     return seen

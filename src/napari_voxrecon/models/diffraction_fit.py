@@ -321,7 +321,7 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
 @dataclass
 class _Measured:
     """What the loss compares against, prepared once per fit: the images scaled to a maximum of
-    1, (K, H, W), the coherence mask's weights (or None; 0 where pixels are left out), the
+    1 (to a span of 1 with a fitted background), (K, H, W), the coherence mask's weights (or None; 0 where pixels are left out), the
     background basis (or None), and the pixels left out (or None)."""
 
     images: torch.Tensor
@@ -333,7 +333,10 @@ class _Measured:
 def _measured(images: np.ndarray, optics: Optics, cfg: FitConfig, device: str,
               valid: np.ndarray | None = None) -> _Measured:
     meas = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
-    meas = meas / meas.max().clamp_min(1e-20)
+    # Scaled to a peak of 1, or with a fitted background (which takes any offset) to a span of 1,
+    # so that a camera's offset does not shrink the spots against the priors
+    span = meas.max() - (meas.min() if cfg.background_order >= 0 else 0)
+    meas = meas / span.clamp_min(1e-20)
     weight = None
     if cfg.coherence_mask > 0:
         weight = torch.from_numpy(coherence_masks(images, optics, cfg.coherence_mask)).to(device)

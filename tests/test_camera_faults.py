@@ -1,4 +1,4 @@
-"""Saturated (clipped) pixels: found where they pile up at the maximum, and left out of the fit."""
+"""Camera faults in diffraction images: saturated (clipped) pixels left out of the fit, offsets that must not shrink the spots."""
 
 import numpy as np
 import pytest
@@ -43,3 +43,14 @@ def test_pixels_left_out_do_not_change_the_loss():
         assert float(after) == pytest.approx(float(before), rel=1e-5)
         changed[torch.from_numpy(valid)] *= 1.5  # ... what the others hold does
         assert float(image_loss(pred, changed, cfg.ssim_weight, data.weight, data.basis, data.left_out)) != pytest.approx(float(before))
+
+
+def test_a_camera_offset_does_not_shrink_the_spots_when_a_background_is_fitted():
+    images = _spot_images()
+    offset = 5.0 * images.max()  # dim spots on a camera's offset
+    with_bg = FitConfig(background_order=1)
+    plain, shifted = (_measured(x, Optics(), with_bg, "cpu").images for x in (images, images + offset))
+    # the same spots, only raised: the fitted background takes the offset, the priors see the same data
+    np.testing.assert_allclose((shifted - plain).numpy(), float(shifted[0, 0, 0] - plain[0, 0, 0]), atol=1e-5)
+    no_bg = FitConfig(background_order=-1)
+    assert float(_measured(images + offset, Optics(), no_bg, "cpu").images.max()) == pytest.approx(1.0)
