@@ -7,7 +7,9 @@ seconds; cancelling ends the fit and keeps the estimate reached so far as the re
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
+
+import numpy as np
 
 from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
@@ -116,29 +118,23 @@ def _params(kind: str) -> tuple[Param, ...]:
     )
 
 
-def _run(ctx, kind: str) -> Iterator[Any]:
-    import numpy as np
-    import torch
-
-    from ..models.diffraction_fit import (REFERENCE_VIEW_SHARE, FitConfig, check_images, fit_steps, prior_scale,
-                                          result_of)
-    from ..physics.coverage import view_share, voxels_seen
+def _checked_images(images: np.ndarray, optics: Any, background: int
+                    ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray | None]]:
+    """The images as the fit should see them, and the mask of the pixels it compares (None: all),
+    yielding a warning Notice for each fault found (docs/benchmarks.md, "Faulty images"):
+    no positive value (refused), negative pixels without a fitted background, hot pixels
+    (replaced by their neighbours' median), saturated pixels (left out)."""
+    from ..models.diffraction_fit import check_images
     from ..physics.hot_pixels import find_hot_pixels, replace_hot_pixels
     from ..physics.saturation import saturated_pixels
-    from ..physics.optics import Optics
-    from ..physics.source_fit import estimate_sources
-    from ..simulate.diffraction import read_sources
 
-    p = ctx.params
-    images = ctx.volume
     negative = check_images(images)
-    if negative > NEGATIVE_SHARE and p["background"] < 0:
-        # measured: a frame minus its median fitted without a background loses ~12 dB (31.5 -> 18.9 dB)
+    if negative > NEGATIVE_SHARE and background < 0:
+        # each frame minus its median, fitted without a background: -22 dB on held-out fields
         yield Notice(f"{100 * negative:.0f} % of the image pixels are negative, as in background-subtracted frames, "
                      "but background is -1 (none): the model predicts intensities >= 0, so the missing offset is "
                      "fitted as index structure. Set background to 0 or more, or load the raw frames.",
                      level="warning")
-    optics = Optics.load(p["optics"] or None)
     hot = find_hot_pixels(images, optics)
     if hot.any():  # before the sources are estimated: a hot pixel can look like a spot's peak
         images = replace_hot_pixels(images, hot)
@@ -149,13 +145,27 @@ def _run(ctx, kind: str) -> Iterator[Any]:
                      "their neighbours: each was brighter than any light through this NA can make a pixel beside "
                      "its neighbours, as hot camera pixels and cosmic rays are", level="warning")
     saturated = saturated_pixels(images)
-    valid = None
-    if saturated.any():
-        valid = ~saturated
-        yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
-                     f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
-                     "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
-                     "if many are", level="warning")
+    if not saturated.any():
+        return images, None
+    yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
+                 f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
+                 "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
+                 "if many are", level="warning")
+    return images, ~saturated
+
+
+def _run(ctx, kind: str) -> Iterator[Any]:
+    import torch
+
+    from ..models.diffraction_fit import REFERENCE_VIEW_SHARE, FitConfig, fit_steps, prior_scale, result_of
+    from ..physics.coverage import view_share, voxels_seen
+    from ..physics.optics import Optics
+    from ..physics.source_fit import estimate_sources
+    from ..simulate.diffraction import read_sources
+
+    p = ctx.params
+    optics = Optics.load(p["optics"] or None)
+    images, valid = yield from _checked_images(ctx.volume, optics, p["background"])
     depth = ctx.output_shape[0]
     schedule = {"calibrate_after": FitConfig.calibrate_after}
     if p["sources"]:
