@@ -128,6 +128,19 @@ def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition
     np.testing.assert_array_equal(job.volume, given)  # the user's data are left as they were
 
 
+def test_a_blank_frame_with_a_sources_file_gets_a_warning_naming_it(acquisition):
+    root, _ = acquisition
+    for blank in (0.0, None):  # a dropped frame written as zeros, or as the background level
+        job = _job(root, iterations=2)
+        job.volume[1] = np.median(job.volume[1]) if blank is None else blank
+        notices = []
+        run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+        assert [n.level for n in notices if n.message.startswith("image(s) 1 show no spot")] == ["warning"]
+    notices = []
+    run_job(_job(root, iterations=2), on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    assert not any("no spot" in n.message for n in notices)
+
+
 def test_saturated_pixels_are_left_out_of_the_fit_and_the_user_is_told(acquisition, monkeypatch):
     from napari_voxrecon.models import diffraction_fit
 
