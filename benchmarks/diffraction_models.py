@@ -35,6 +35,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
     # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames, an offset, a clipping camera
     python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
+    # how dim a real view gets (sources below and inside, coherent and partially coherent), against the blank-frame threshold
+    python benchmarks/diffraction_models.py view-contrast --phantoms cell tubes tissue --seeds 200 201 202 --views 6 20 --shape 16 48 48 --noise 0.05
     # paired over seeds: two methods' bench runs (their stderr saved to files)
     python benchmarks/diffraction_models.py compare --logs nvp.log triplane.log --pair nvp triplane --phantoms cell tubes tissue
 """
@@ -382,6 +384,8 @@ DEFECT_ARMS = (
     ("median subtracted, background -1", ("subtract", 0.0), {"background": -1}),
     ("camera offset 1x the peak", ("offset", 1.0), {}),
     ("camera offset 5x the peak", ("offset", 5.0), {}),
+    ("blank frame, given with its source", ("blank", 0.0), {}),
+    ("blank frame, removed with its source", ("drop", 0.0), {}),
     ("clipped at 30 % of the peak, left out", ("clip", 0.3), {}),
     ("clipped at 30 % of the peak, compared", ("clip", 0.3), {"leave_out": False}),
     ("clipped at 15 % of the peak, left out", ("clip", 0.15), {}),
@@ -394,6 +398,10 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
     if defect is None:
         return out
     what, factor = defect
+    if what in ("blank", "drop"):  # a dropped frame written as its background level (or taken out)
+        k = _blank_view(seed, len(images))
+        out[k] = np.median(images[k])
+        return np.delete(out, k, axis=0) if what == "drop" else out
     if what == "hot":  # one pixel of one image, anywhere, factor x the images' peak (a hot pixel, a cosmic ray)
         rng = np.random.default_rng(seed + 30_000)
         k, y, x = (int(rng.integers(0, n)) for n in images.shape)
@@ -405,6 +413,10 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
     else:  # background-subtracted frames: each minus its median
         out -= np.median(out, axis=(1, 2), keepdims=True)
     return out
+
+
+def _blank_view(seed: int, views: int) -> int:
+    return int(np.random.default_rng(seed + 40_000).integers(0, views))
 
 
 def cmd_defects(args: argparse.Namespace) -> None:
@@ -435,8 +447,12 @@ def cmd_defects(args: argparse.Namespace) -> None:
                         params = dict(params)
                         # the arms "before": the job's checks switched off
                         repair, leave_out = params.pop("repair", True), params.pop("leave_out", True)
+                        given = src
+                        if defect is not None and defect[0] == "drop":  # the sources file without that view
+                            given = Path(tmp) / f"{seed}_sources_dropped.json"
+                            write_sources(given, np.delete(case.sources, _blank_view(seed, len(case.sources)), axis=0))
                         job = Job("diffraction", _defective(case.images, defect, seed),
-                                  {"sources": str(src), "optics": str(opt), "iterations": args.iterations, **params},
+                                  {"sources": str(given), "optics": str(opt), "iterations": args.iterations, **params},
                                   method=method, device=args.device, seed=0)
                         with contextlib.ExitStack() as stack:
                             if not repair:
@@ -452,6 +468,31 @@ def cmd_defects(args: argparse.Namespace) -> None:
                         print(lines[-1], file=sys.stderr, flush=True)
     lines += ["", "| method | images | mean PSNR dB | n |", "|---|---|---|---|"]
     lines += [f"| {key} | {np.mean(v):.2f} | {len(v)} |" for key, v in results.items()]
+    finish(lines, args.out)
+
+
+def cmd_view_contrast(args: argparse.Namespace) -> None:
+    """How dim a real view gets: each simulated set's dimmest spot range over its median one
+    (``physics.source_fit.spot_range``), against the blank-frame threshold ``BLANK_CONTRAST``."""
+    from napari_voxrecon.physics.source_fit import BLANK_CONTRAST, spot_range
+
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines += ["| phantom | seed | sources | coherence | views | dimmest / median view |", "|---|---|---|---|---|---|"]
+    ratios = []
+    for kind in args.phantoms:
+        for seed in args.seeds:
+            for placement in ("below", "inside"):
+                for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
+                    for views in args.views:
+                        case = make_case(seed, tuple(args.shape), views, kind=kind, noise=args.noise, placement=placement,
+                                         coherence=coherence)
+                        contrast = np.array([hi - lo for lo, hi in map(spot_range, case.images)])
+                        ratios.append(float(contrast.min() / np.median(contrast)))
+                        lines.append(f"| {kind} | {seed} | {placement} | {'partial' if coherence else 'coherent'} | "
+                                     f"{views} | {ratios[-1]:.3f} |")
+                        print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", f"{len(ratios)} sets; the dimmest view at {min(ratios):.3f} of the median one; blank-frame threshold "
+              f"{BLANK_CONTRAST}."]
     finish(lines, args.out)
 
 
@@ -631,7 +672,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage", "defects"])
+    p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage", "defects",
+                                    "view-contrast"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -704,7 +746,8 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
-     "compare": cmd_compare, "coverage": cmd_coverage, "defects": cmd_defects}[args.mode](args)
+     "compare": cmd_compare, "coverage": cmd_coverage, "defects": cmd_defects,
+     "view-contrast": cmd_view_contrast}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition
     fitted, real = [], diffraction_fit.fit_steps
     monkeypatch.setattr(diffraction_fit, "fit_steps", lambda images, *a, **k: (fitted.append(images), real(images, *a, **k))[1])
     job = _job(root, iterations=2)
-    job.volume[2, 5, 7] = 30 * job.volume.max()  # cost 13 dB before it was replaced (physics/hot_pixels.py)
+    job.volume[2, 5, 7] = 30 * job.volume.max()  # cost 6.7 dB on average before it was replaced (docs/benchmarks.md)
     given = job.volume.copy()
     notices = []
     run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
@@ -128,17 +128,23 @@ def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition
     np.testing.assert_array_equal(job.volume, given)  # the user's data are left as they were
 
 
-def test_a_blank_frame_with_a_sources_file_gets_a_warning_naming_it(acquisition):
+def test_a_blank_frame_with_a_sources_file_is_left_out_with_a_warning_naming_it(acquisition, monkeypatch):
+    from napari_voxrecon.models import diffraction_fit
+
     root, _ = acquisition
+    masks, real = [], diffraction_fit.fit_steps
+    monkeypatch.setattr(diffraction_fit, "fit_steps", lambda *a, valid=None, **k: (masks.append(valid), real(*a, valid=valid, **k))[1])
     for blank in (0.0, None):  # a dropped frame written as zeros, or as the background level
         job = _job(root, iterations=2)
         job.volume[1] = np.median(job.volume[1]) if blank is None else blank
         notices = []
-        run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
+        out = run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)["result"]
         assert [n.level for n in notices if n.message.startswith("image(s) 1 show no spot")] == ["warning"]
+        assert not masks[-1][1].any() and masks[-1][[0, 2, 3]].all()  # the whole frame, and only it, left out
+        assert np.isfinite(out).all()
     notices = []
     run_job(_job(root, iterations=2), on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
-    assert not any("no spot" in n.message for n in notices)
+    assert not any("no spot" in n.message for n in notices) and masks[-1] is None
 
 
 def test_saturated_pixels_are_left_out_of_the_fit_and_the_user_is_told(acquisition, monkeypatch):

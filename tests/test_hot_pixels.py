@@ -54,3 +54,15 @@ def test_pixels_too_coarse_for_the_na_flag_nothing():
     images = _spots(optics)
     images[1, 3, 4] = 10.0
     assert not find_hot_pixels(images, optics).any()
+
+
+@pytest.mark.parametrize("kind", ["cell", "tubes"])
+def test_photon_noise_is_not_taken_for_hot_pixels(kind):
+    from napari_voxrecon.simulate.diffraction import draw_sources
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    optics = Optics(depth=8)
+    ri = make_ri_phantom((8, 32, 32), kind, seed=3, voxel_size=optics.voxel_size)
+    sources = draw_sources(ri.shape, optics, 4, seed=1)
+    noisy = simulate_diffraction(ri, optics, sources, noise_level=0.3, seed=2)  # 30 % Poisson noise at the peak
+    assert not find_hot_pixels(noisy, optics).any()

@@ -7,24 +7,22 @@ seconds; cancelling ends the fit and keeps the estimate reached so far as the re
 from __future__ import annotations
 
 import time
-from typing import Any, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import numpy as np
 
 from ..engine.events import Notice, Preview, Progress, SliceResult
 from ..engine.registry import Method, Param, register
-from ..physics.source_fit import ESTIMATED_SOURCE_CALIBRATION, estimated_source_schedule
+from ..physics.source_fit import BLANK_CONTRAST, ESTIMATED_SOURCE_CALIBRATION, blank_frames, estimated_source_schedule
+
+if TYPE_CHECKING:
+    from ..physics.optics import Optics
 
 #: Seconds of fitting between two previews of the index volume.
 PREVIEW_SECONDS = 5.0
 #: Above this share of negative pixels, images without a fitted background get a warning (read
 #: noise about a zero offset leaves a few; a subtracted background leaves a large share).
 NEGATIVE_SHARE = 0.01
-#: An image whose contrast is under this share of the median image's is taken for a blank frame.
-#: A source always makes a spot, but not always as bright a one: with sources inside the sample at
-#: different depths the dimmest of 72 simulated view sets (cells, tubes, tissue; sources below
-#: and inside; coherent and partially coherent; 6 and 20 views) was 12 % of the median view.
-BLANK_CONTRAST = 0.03
 
 #: FitConfig fields per representation: the best of a grid tried on tuning phantoms (seeds 100-101
 #: of cells and tubes, 32 x 64 x 64, 6 views, 300 iterations; docs/benchmarks.md). A voxel grid
@@ -123,24 +121,12 @@ def _params(kind: str) -> tuple[Param, ...]:
     )
 
 
-def _blank_frames(images: np.ndarray) -> list[int]:
-    """Indices of the images whose contrast (3 x 3 mean's maximum minus the 5th percentile, robust
-    to noise and hot pixels) is under ``BLANK_CONTRAST`` of the median image's."""
-    from scipy.ndimage import uniform_filter
-
-    if images.shape[0] < 2:
-        return []
-    contrast = np.array([float(uniform_filter(im, 3, mode="nearest").max() - np.percentile(im, 5)) for im in images])
-    typical = float(np.median(contrast))
-    return [int(k) for k in np.flatnonzero(contrast < BLANK_CONTRAST * typical)] if typical > 0 else []
-
-
-def _checked_images(images: np.ndarray, optics: Any, background: int
+def _checked_images(images: np.ndarray, optics: Optics, background: int
                     ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray | None]]:
     """The images as the fit should see them, and the mask of the pixels it compares (None: all),
     yielding a warning Notice for each fault found (docs/benchmarks.md, "Faulty images"):
     no positive value (refused), negative pixels without a fitted background, hot pixels
-    (replaced by their neighbours' median), blank frames, saturated pixels (left out)."""
+    (replaced by their neighbours' median), blank frames and saturated pixels (left out)."""
     from ..models.diffraction_fit import check_images
     from ..physics.hot_pixels import find_hot_pixels, replace_hot_pixels
     from ..physics.saturation import saturated_pixels
@@ -161,20 +147,24 @@ def _checked_images(images: np.ndarray, optics: Any, background: int
                      f"{' ...' if len(views) > 10 else ''} (first: image {k}, y = {y}, x = {x}) by the median of "
                      "their neighbours: each was brighter than any light through this NA can make a pixel beside "
                      "its neighbours, as hot camera pixels and cosmic rays are", level="warning")
-    blank = _blank_frames(images)
-    if blank:  # a dropped or dark frame: the fit would bend the index to hide the spot its source must make
+    left_out = np.zeros(images.shape, dtype=bool)
+    blank = blank_frames(images)
+    if blank and len(blank) < len(images):
+        # a dropped or dark frame: fitted, it made the index hide the spot its source must make
+        # (-20 dB on held-out fields; left out, the fit lost only that view)
+        left_out[blank] = True
         which = ", ".join(map(str, blank))
         yield Notice(f"image(s) {which} show no spot (their contrast is under {100 * BLANK_CONTRAST:.0f} % of the "
-                     "others'), as a dropped or dark frame does: a source always makes one, so the fit bends the index "
-                     "to hide it. Remove those images and their sources from the sources file.", level="warning")
+                     "others'), as a dropped or dark frame does, though a source always makes one: they are left out "
+                     "of the fit", level="warning")
     saturated = saturated_pixels(images)
-    if not saturated.any():
-        return images, None
-    yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
-                 f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
-                 "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
-                 "if many are", level="warning")
-    return images, ~saturated
+    if saturated.any():
+        left_out |= saturated
+        yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
+                     f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
+                     "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
+                     "if many are", level="warning")
+    return images, (~left_out if left_out.any() else None)
 
 
 def _run(ctx, kind: str) -> Iterator[Any]:

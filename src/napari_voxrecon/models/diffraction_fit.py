@@ -277,10 +277,11 @@ def check_images(images: np.ndarray) -> float:
     """Refuse images the fit cannot be scaled to, with the reason; return the share of their
     pixels below zero.
 
-    The loss compares images scaled to a peak of 1 with predicted intensities |E|^2 >= 0 (plus
-    the fitted background, if any): a stack without a positive value has no peak to scale by.
-    Negative pixels come from background-subtracted frames; only a fitted background (order 0
-    or more) can follow them, the caller decides whether to say so.
+    Camera intensities are positive and each spot is brighter than its surroundings: a stack
+    without a positive value is inverted or over-subtracted, and without a fitted background it
+    has no peak to scale by (it crashed the fit with a NaN). Negative pixels come from
+    background-subtracted frames; only a fitted background (order 0 or more) can follow them,
+    the caller decides whether to say so.
     """
     peak = float(np.max(images))
     if not peak > 0:
@@ -320,9 +321,10 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
 
 @dataclass
 class _Measured:
-    """What the loss compares against, prepared once per fit: the images scaled to a maximum of
-    1 (to a span of 1 with a fitted background), (K, H, W), the coherence mask's weights (or None; 0 where pixels are left out), the
-    background basis (or None), and the pixels left out (or None)."""
+    """What the loss compares against, prepared once per fit: the images (K, H, W) scaled to a
+    maximum of 1 (to a span of 1 with a fitted background), the pixel weights (the coherence
+    mask, 0 where pixels are left out; or None), the background basis (or None) and the pixels
+    left out (or None)."""
 
     images: torch.Tensor
     weight: torch.Tensor | None
