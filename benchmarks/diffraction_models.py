@@ -35,6 +35,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py diagnose --phantoms cell --seeds 100 --methods nvp triplane --no-priors --threads 1
     # faulty images through the job: a hot pixel (repaired or not), background-subtracted frames, an offset, a clipping camera
     python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
+    # the hot-pixel check: noise taken for hot pixels, and cosmic rays of one to four pixels found
+    python benchmarks/diffraction_models.py hot-noise --phantoms cell tubes tissue --seeds 200 201 202 --shape 16 48 48
     # how dim a real view gets (sources below and inside, coherent and partially coherent), against the blank-frame threshold
     python benchmarks/diffraction_models.py view-contrast --phantoms cell tubes tissue --seeds 200 201 202 --views 6 20 --shape 16 48 48 --noise 0.05
     # paired over seeds: two methods' bench runs (their stderr saved to files)
@@ -380,6 +382,8 @@ DEFECT_ARMS = (
     ("hot pixel x10, not repaired", ("hot", 10.0), {"repair": False}),
     ("hot pixel x30, repaired", ("hot", 30.0), {}),
     ("hot pixel x30, not repaired", ("hot", 30.0), {"repair": False}),
+    ("cosmic ray of 3 pixels x10, repaired", ("track", 10.0), {}),
+    ("cosmic ray of 3 pixels x10, not repaired", ("track", 10.0), {"repair": False}),
     ("median subtracted, background 1", ("subtract", 0.0), {"background": 1}),
     ("median subtracted, background -1", ("subtract", 0.0), {"background": -1}),
     ("camera offset 1x the peak", ("offset", 1.0), {}),
@@ -390,6 +394,9 @@ DEFECT_ARMS = (
     ("clipped at 30 % of the peak, compared", ("clip", 0.3), {"leave_out": False}),
     ("clipped at 15 % of the peak, left out", ("clip", 0.15), {}),
     ("clipped at 15 % of the peak, compared", ("clip", 0.15), {"leave_out": False}),
+    ("clipped at 30 %, then each frame minus its median, left out", ("clip-subtract", 0.3), {}),
+    ("clipped at 30 %, then each frame minus its median, stack maximum only", ("clip-subtract", 0.3),
+     {"frame_check": False}),
 )
 
 
@@ -406,10 +413,16 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
         rng = np.random.default_rng(seed + 30_000)
         k, y, x = (int(rng.integers(0, n)) for n in images.shape)
         out[k, y, x] = factor * float(images.max())
+    elif what == "track":  # a cosmic ray through three pixels in a row of one image, anywhere
+        rng = np.random.default_rng(seed + 35_000)
+        k, y, x = (int(rng.integers(0, n)) for n in (images.shape[0], images.shape[1], images.shape[2] - 2))
+        out[k, y, x:x + 3] = factor * float(images.max())
     elif what == "offset":  # dim spots on a camera's offset (raw ADU), the same in every image
         out += np.float32(factor * float(images.max()))
-    elif what == "clip":  # a saturated camera: every pixel above factor x the peak clipped to it
+    elif what in ("clip", "clip-subtract"):  # a saturated camera: every pixel above factor x the peak clipped to it
         out = np.minimum(out, np.float32(factor * float(images.max())))
+        if what == "clip-subtract":  # ... then each frame's background taken away: a clip level per frame
+            out -= np.median(out, axis=(1, 2), keepdims=True)
     else:  # background-subtracted frames: each minus its median
         out -= np.median(out, axis=(1, 2), keepdims=True)
     return out
@@ -447,6 +460,7 @@ def cmd_defects(args: argparse.Namespace) -> None:
                         params = dict(params)
                         # the arms "before": the job's checks switched off
                         repair, leave_out = params.pop("repair", True), params.pop("leave_out", True)
+                        frame_check = params.pop("frame_check", True)
                         given = src
                         if defect is not None and defect[0] == "drop":  # the sources file without that view
                             given = Path(tmp) / f"{seed}_sources_dropped.json"
@@ -461,6 +475,8 @@ def cmd_defects(args: argparse.Namespace) -> None:
                             if not leave_out:
                                 stack.enter_context(mock.patch.object(saturation, "saturated_pixels",
                                                                       lambda im: np.zeros(im.shape, bool)))
+                            if not frame_check:  # the check before 2026-12-08: the stack's maximum only
+                                stack.enter_context(mock.patch.object(saturation, "MIN_PLATEAU_FRAME", 10**9))
                             out = run_job(job)["result"]
                         psnr, ssim = score(out - np.float32(case.optics.n_background), case.truth)
                         results.setdefault(f"{method} | {label}", []).append(psnr)
@@ -468,6 +484,90 @@ def cmd_defects(args: argparse.Namespace) -> None:
                         print(lines[-1], file=sys.stderr, flush=True)
     lines += ["", "| method | images | mean PSNR dB | n |", "|---|---|---|---|"]
     lines += [f"| {key} | {np.mean(v):.2f} | {len(v)} |" for key, v in results.items()]
+    finish(lines, args.out)
+
+
+#: hot-noise: cosmic-ray shapes (pixel offsets) put into the images
+RAY_SHAPES = {"single": [(0, 0)], "pair": [(0, 0), (0, 1)], "diagonal pair": [(0, 0), (1, 1)],
+              "line of three": [(0, 0), (0, 1), (0, 2)], "corner of three": [(0, 0), (0, 1), (1, 1)],
+              "block of four": [(0, 0), (0, 1), (1, 0), (1, 1)]}
+
+
+def cmd_hot_noise(args: argparse.Namespace) -> None:
+    """The hot-pixel check on simulated sets: noise taken for hot pixels (sets with any pixel
+    flagged) at several ``NOISE_SIGMAS``, and the share of a cosmic ray's pixels found by shape,
+    brightness and place (in the dark, or on a view's brightest pixel)."""
+    from unittest import mock
+
+    from napari_voxrecon.physics import hot_pixels
+
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines[0] = (lines[0].replace(f"sources {args.placement} the volume", "sources below and inside the volume")
+                .replace(f"noise level {args.noise}", f"noise levels {args.noise_levels}")
+                .replace(_coherence_words(args), ", coherent and partially coherent"))
+    sets = []
+    for kind in args.phantoms:
+        for seed in args.seeds:
+            for placement in ("below", "inside"):
+                for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
+                    for noise in args.noise_levels:
+                        case = make_case(seed, tuple(args.shape), args.views[0], kind=kind, noise=noise,
+                                         placement=placement, coherence=coherence)
+                        sets.append((noise, case))
+    lines += [f"Noise taken for hot pixels ({len(sets) // len(args.noise_levels)} sets per noise level: phantoms, seeds, "
+              "sources below and inside, coherent and partially coherent): sets with any pixel flagged (pixels flagged).", "",
+              "| check | " + " | ".join(f"noise {n:g}" for n in args.noise_levels) + " |",
+              "|---|" + "---|" * len(args.noise_levels)]
+    ratios = hot_pixels.spot_neighbour_ratios
+    checks = {"before: brightest neighbour only, no noise term": (0.0, 1), "up to 3rd neighbour, NOISE_SIGMAS 0": (0.0, 3),
+              "up to 3rd neighbour, NOISE_SIGMAS 3": (3.0, 3),
+              f"up to 3rd neighbour, NOISE_SIGMAS {hot_pixels.NOISE_SIGMAS:g} (shipped)": (hot_pixels.NOISE_SIGMAS, 3)}
+    for name, (sigmas, cluster) in checks.items():
+        cells = []
+        with mock.patch.object(hot_pixels, "NOISE_SIGMAS", sigmas), mock.patch.object(
+                hot_pixels, "spot_neighbour_ratios", lambda optics, n=cluster: ratios(optics, n)):
+            for level in args.noise_levels:
+                found = [int(hot_pixels.find_hot_pixels(c.images, c.optics).sum()) for n, c in sets if n == level]
+                cells.append(f"{sum(f > 0 for f in found)} / {len(found)} ({sum(found)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    factors = (3.0, 10.0, 30.0)
+    lines += ["", "Cosmic rays found: the share of the ray's pixels flagged (one ray per set in view 0, at the factor "
+              "times the images' peak; 'dark': at a pixel of the view's dimmest fifth, 'spot': at its brightest pixel"
+              "), and trials (sets x brightness x place) where any other pixel was flagged. Check 'before': the brightest "
+              "neighbour only, no noise term (the check of 2026-12-07).", "",
+              "| ray | noise | check | " + " | ".join(f"x{f:g} {place}" for f in factors for place in ("dark", "spot"))
+              + " | others |", "|---|---|---|" + "---|" * (2 * len(factors) + 1)]
+    for name, shape in RAY_SHAPES.items():
+        for level in args.noise_levels:
+            for check in ("shipped", "before"):
+                found: dict[tuple[float, str], list[float]] = {}
+                others = 0
+                with contextlib.ExitStack() as stack:
+                    if check == "before":
+                        stack.enter_context(mock.patch.object(hot_pixels, "NOISE_SIGMAS", 0.0))
+                        stack.enter_context(mock.patch.object(hot_pixels, "spot_neighbour_ratios",
+                                                              lambda optics: ratios(optics, 1)))
+                    for i, (_, case) in enumerate(c for c in sets if c[0] == level):
+                        rng = np.random.default_rng(i)
+                        view = case.images[0]
+                        inner = view[1:-2, 1:-2]  # a ray of up to 2 x 3 pixels fits anywhere here
+                        places = {"spot": np.unravel_index(int(np.argmax(inner)), inner.shape),
+                                  "dark": tuple(rng.choice(np.argwhere(inner <= np.quantile(inner, 0.2))))}
+                        for f in factors:
+                            for place, (y0, x0) in places.items():
+                                hot = case.images.copy()
+                                cells = [(1 + y0 + dy, 1 + x0 + dx) for dy, dx in shape]
+                                for y, x in cells:
+                                    hot[0, y, x] = f * float(case.images.max())
+                                mask = hot_pixels.find_hot_pixels(hot, case.optics)
+                                found.setdefault((f, place), []).append(float(np.mean([mask[0, y, x] for y, x in cells])))
+                                ray = np.zeros_like(mask)
+                                ray[0][tuple(np.array(cells).T)] = True
+                                others += bool((mask & ~ray).any())
+                lines.append(f"| {name} | {level:g} | {check} | " + " | ".join(
+                    f"{100 * np.mean(found[f, p]):.0f} %" for f in factors for p in ("dark", "spot")) + f" | {others} / {sum(map(len, found.values()))} |")
+                print(lines[-1], file=sys.stderr, flush=True)
     finish(lines, args.out)
 
 
@@ -673,7 +773,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage", "defects",
-                                    "view-contrast"])
+                                    "view-contrast", "hot-noise"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -691,6 +791,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--density", type=float, default=1.0,
                    help="bench, coverage: tissue phantoms with this many times the usual cells per volume (make_ri_phantom's density)")
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
+    p.add_argument("--noise-levels", type=float, nargs="+", default=[0.01, 0.1, 0.3, 0.5],
+                   help="hot-noise: the noise levels of the sets")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
     p.add_argument("--estimate-sources", action="store_true",
                    help="bench: give the fit the positions estimated from the images (arms as with --perturb)")
@@ -747,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
      "compare": cmd_compare, "coverage": cmd_coverage, "defects": cmd_defects,
-     "view-contrast": cmd_view_contrast}[args.mode](args)
+     "view-contrast": cmd_view_contrast, "hot-noise": cmd_hot_noise}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -122,8 +122,8 @@ def test_a_hot_pixel_is_replaced_before_the_fit_and_the_user_is_told(acquisition
     given = job.volume.copy()
     notices = []
     run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)
-    assert [n.message.split(" (first")[0] for n in notices if "isolated" in n.message] == [
-        "replaced 1 isolated pixel(s) in image(s) 2"]
+    assert [n.message.split(" (first")[0] for n in notices if "hot pixel" in n.message] == [
+        "replaced 1 hot pixel(s) in image(s) 2"]
     assert fitted[0][2, 5, 7] <= np.delete(given[2, 4:7, 6:9].ravel(), 4).max()  # the fit saw the repaired images
     np.testing.assert_array_equal(job.volume, given)  # the user's data are left as they were
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_voxrecon.physics.hot_pixels import find_hot_pixels, replace_hot_pixels, spot_neighbour_ratio
+from napari_voxrecon.physics.hot_pixels import (
+    find_hot_pixels, replace_hot_pixels, spot_neighbour_ratio, spot_neighbour_ratios)
 from napari_voxrecon.physics.optics import Optics
 from napari_voxrecon.simulate.diffraction import simulate_diffraction
 
@@ -33,6 +34,59 @@ def test_no_real_spot_is_flagged(na, pixel):
     assert not find_hot_pixels(_spots(optics), optics).any()
 
 
+@pytest.mark.parametrize("na, pixel", [(0.8, 0.2), (1.1, 0.17), (0.5, 0.3)])  # (1.1, 0.17): ratio 0.23, near the limit
+def test_no_spot_is_flagged_wherever_it_falls_on_the_pixels(na, pixel):
+    optics = Optics(na=na, voxel_size=(0.4, pixel, pixel), depth=4)
+    offsets = np.random.default_rng(0).uniform(0, 1, (24, 2))
+    src = np.array([[optics.focal_plane(4), (12 + dy) * pixel, (12 + dx) * pixel] for dy, dx in offsets], np.float32)
+    images = simulate_diffraction(np.full((4, 24, 24), optics.n_background, np.float32), optics, src)
+    assert not find_hot_pixels(images, optics).any()
+
+
+def test_the_kth_neighbour_ratios_start_at_the_centred_spot_and_fall():
+    optics = Optics(depth=4)
+    ratios = spot_neighbour_ratios(optics)
+    assert ratios[0] == pytest.approx(spot_neighbour_ratio(optics), rel=1e-6)
+    assert ratios[0] > ratios[1] > ratios[2] > 0.1
+
+
+CLUSTERS = {"pair": [(0, 0), (0, 1)], "diagonal pair": [(0, 0), (1, 1)], "line of three": [(0, 0), (0, 1), (0, 2)],
+            "corner of three": [(0, 0), (0, 1), (1, 1)]}
+
+
+@pytest.mark.parametrize("shape", CLUSTERS)
+@pytest.mark.parametrize("where", [(3, 3), (11, 11)])  # in the dark; on the spot
+def test_a_cosmic_ray_of_two_or_three_pixels_is_found_and_replaced(shape, where):
+    optics = Optics(depth=4)
+    images = _spots(optics)
+    hot = images.copy()
+    cells = [(where[0] + dy, where[1] + dx) for dy, dx in CLUSTERS[shape]]
+    for y, x in cells:
+        hot[0, y, x] = 10.0 * images.max()
+    mask = find_hot_pixels(hot, optics)
+    assert sorted(map(tuple, np.argwhere(mask[0]).tolist())) == sorted(cells) and not mask[1:].any()
+    fixed = replace_hot_pixels(hot, mask)
+    # the median of the neighbours that are not hot: nowhere near the ray
+    assert fixed[0].max() <= images[0].max() * 1.01
+
+
+def test_a_block_of_four_is_left_as_a_spot_on_a_pixel_corner_would_be():
+    optics = Optics(depth=4)
+    hot = _spots(optics)
+    hot[0, 3:5, 3:5] = 10.0 * hot.max()
+    assert not find_hot_pixels(hot, optics).any()
+
+
+def test_a_hot_pixel_on_the_border_is_found_and_replaced_by_its_neighbours_inside():
+    optics = Optics(depth=4)
+    hot = _spots(optics)
+    hot[1, 0, 0] = hot[1, 0, 7] = 10.0 * hot.max()
+    mask = find_hot_pixels(hot, optics)
+    assert np.argwhere(mask).tolist() == [[1, 0, 0], [1, 0, 7]]
+    fixed = replace_hot_pixels(hot, mask)
+    assert fixed[1, 0, 0] == pytest.approx(np.median([hot[1, 0, 1], hot[1, 1, 0], hot[1, 1, 1]]))
+
+
 def test_an_isolated_bright_pixel_is_found_and_replaced_by_its_neighbours():
     optics = Optics(depth=4)
     images = _spots(optics)
@@ -56,13 +110,15 @@ def test_pixels_too_coarse_for_the_na_flag_nothing():
     assert not find_hot_pixels(images, optics).any()
 
 
-@pytest.mark.parametrize("kind", ["cell", "tubes"])
-def test_photon_noise_is_not_taken_for_hot_pixels(kind):
+@pytest.mark.parametrize("kind, noise, seed", [("cell", 0.3, 3), ("tubes", 0.3, 1), ("tubes", 0.5, 4), ("cell", 0.5, 5)])
+def test_photon_noise_is_not_taken_for_hot_pixels(kind, noise, seed):
     from napari_voxrecon.simulate.diffraction import draw_sources
     from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
 
     optics = Optics(depth=8)
     ri = make_ri_phantom((8, 32, 32), kind, seed=3, voxel_size=optics.voxel_size)
-    sources = draw_sources(ri.shape, optics, 4, seed=1)
-    noisy = simulate_diffraction(ri, optics, sources, noise_level=0.3, seed=2)  # 30 % Poisson noise at the peak
+    sources = draw_sources(ri.shape, optics, 4, seed=seed)
+    # 30 or 50 % Poisson noise at the peak, read noise of half that (seeds that flagged pixels
+    # before the noise term)
+    noisy = simulate_diffraction(ri, optics, sources, noise_level=noise, seed=seed + 1)
     assert not find_hot_pixels(noisy, optics).any()

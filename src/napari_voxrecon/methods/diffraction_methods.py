@@ -121,6 +121,12 @@ def _params(kind: str) -> tuple[Param, ...]:
     )
 
 
+def _which_images(mask: np.ndarray) -> str:
+    """'image(s) 0, 3, ...': the images (first axis) where ``mask`` holds a pixel, ten at most."""
+    views = np.flatnonzero(mask.any(axis=(1, 2)))
+    return f"image(s) {', '.join(map(str, views[:10]))}{' ...' if len(views) > 10 else ''}"
+
+
 def _checked_images(images: np.ndarray, optics: Optics, background: int
                     ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray | None]]:
     """The images as the fit should see them, and the mask of the pixels it compares (None: all),
@@ -142,11 +148,10 @@ def _checked_images(images: np.ndarray, optics: Optics, background: int
     if hot.any():  # before the sources are estimated: a hot pixel can look like a spot's peak
         images = replace_hot_pixels(images, hot)
         k, y, x = (int(i) for i in np.argwhere(hot)[0])
-        views = np.flatnonzero(hot.any(axis=(1, 2)))
-        yield Notice(f"replaced {int(hot.sum())} isolated pixel(s) in image(s) {', '.join(map(str, views[:10]))}"
-                     f"{' ...' if len(views) > 10 else ''} (first: image {k}, y = {y}, x = {x}) by the median of "
-                     "their neighbours: each was brighter than any light through this NA can make a pixel beside "
-                     "its neighbours, as hot camera pixels and cosmic rays are", level="warning")
+        yield Notice(f"replaced {int(hot.sum())} hot pixel(s) in {_which_images(hot)} (first: image {k}, y = {y}, "
+                     f"x = {x}) by the median of their neighbours that are not hot: each, alone or in a cluster of "
+                     "up to three, was brighter than any light through this NA can make a pixel beside its "
+                     "neighbours, as hot camera pixels and cosmic rays are", level="warning")
     left_out = np.zeros(images.shape, dtype=bool)
     blank = blank_frames(images)
     if blank and len(blank) < len(images):
@@ -160,10 +165,10 @@ def _checked_images(images: np.ndarray, optics: Optics, background: int
     saturated = saturated_pixels(images)
     if saturated.any():
         left_out |= saturated
-        yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) sit at the images' maximum "
-                     f"({float(images.max()):g}), more than at any value below it, as where a camera clips: they are "
-                     "left out of the fit (a clipped spot's flat top is not what the optics make); lower the exposure "
-                     "if many are", level="warning")
+        yield Notice(f"{int(saturated.sum())} pixels ({100 * saturated.mean():.2g} %) in {_which_images(saturated)} "
+                     "sit at their image's maximum, more than at any value below it, as where a camera clips: they "
+                     "are left out of the fit (a clipped spot's flat top is not what the optics make); lower the "
+                     "exposure if many are", level="warning")
     return images, (~left_out if left_out.any() else None)
 
 
