@@ -37,6 +37,8 @@ index of Δn 0 everywhere (the medium, nothing recovered) scores on the same cas
     python benchmarks/diffraction_models.py defects --phantoms cell tubes --seeds 200 201
     # the hot-pixel check: noise taken for hot pixels, and cosmic rays of one to four pixels found
     python benchmarks/diffraction_models.py hot-noise --phantoms cell tubes tissue --seeds 200 201 202 --shape 16 48 48
+    # dark frames (read noise only) against the blank-frame check, and real views it takes for blank
+    python benchmarks/diffraction_models.py dark-frames --phantoms cell tubes tissue --seeds 200 201 202 --shape 16 48 48
     # how dim a real view gets (sources below and inside, coherent and partially coherent), against the blank-frame threshold
     python benchmarks/diffraction_models.py view-contrast --phantoms cell tubes tissue --seeds 200 201 202 --views 6 20 --shape 16 48 48 --noise 0.05
     # paired over seeds: two methods' bench runs (their stderr saved to files)
@@ -390,21 +392,35 @@ DEFECT_ARMS = (
     ("camera offset 5x the peak", ("offset", 5.0), {}),
     ("blank frame, given with its source", ("blank", 0.0), {}),
     ("blank frame, removed with its source", ("drop", 0.0), {}),
+    ("dark frame (read noise only), given with its source", ("dark", 0.0), {}),
+    ("dark frame (read noise only), given with its source, contrast test only", ("dark", 0.0), {"noise_test": False}),
+    ("clean, blank-frame contrast test only", None, {"noise_test": False}),
     ("clipped at 30 % of the peak, left out", ("clip", 0.3), {}),
     ("clipped at 30 % of the peak, compared", ("clip", 0.3), {"leave_out": False}),
     ("clipped at 15 % of the peak, left out", ("clip", 0.15), {}),
     ("clipped at 15 % of the peak, compared", ("clip", 0.15), {"leave_out": False}),
+    ("clipped at 30 %, compared blurred by 1 pixel, left out", ("clip", 0.3), {"blur": 1.0}),
+    ("clipped at 30 %, compared blurred by 1 pixel, left out but spread by the blur", ("clip", 0.3),
+     {"blur": 1.0, "masked_blur": False}),
+    ("clean, sources estimated from the spots", None, {"sources": ""}),
+    ("clipped at 30 %, sources estimated from the spots, left out", ("clip", 0.3), {"sources": ""}),
+    ("clipped at 30 %, sources estimated from the spots, left out but spread by the blur", ("clip", 0.3),
+     {"sources": "", "masked_blur": False}),
     ("clipped at 30 %, then each frame minus its median, left out", ("clip-subtract", 0.3), {}),
     ("clipped at 30 %, then each frame minus its median, stack maximum only", ("clip-subtract", 0.3),
      {"frame_check": False}),
 )
 
 
-def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) -> np.ndarray:
+def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int, noise: float) -> np.ndarray:
     out = images.copy()
     if defect is None:
         return out
     what, factor = defect
+    if what == "dark":  # a frame with the shutter closed: the dark level and the read noise of the images' noise model
+        k = _blank_view(seed, len(images))
+        out[k] = _dark_frame(images, noise, np.random.default_rng(seed + 45_000))
+        return out
     if what in ("blank", "drop"):  # a dropped frame written as its background level (or taken out)
         k = _blank_view(seed, len(images))
         out[k] = np.median(images[k])
@@ -428,6 +444,13 @@ def _defective(images: np.ndarray, defect: tuple[str, float] | None, seed: int) 
     return out
 
 
+def _dark_frame(images: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """One frame of the images' dark level (their 5th percentile) and Gaussian read noise as
+    ``simulate.degrade.poisson_gaussian_noise`` adds it: ``noise`` / 2 of the bright range."""
+    scale = float(np.percentile(images, 99.9) - np.percentile(images, 0.1))
+    return (np.percentile(images, 5) + rng.normal(0.0, noise / 2 * scale, images.shape[1:])).astype(np.float32)
+
+
 def _blank_view(seed: int, views: int) -> int:
     return int(np.random.default_rng(seed + 40_000).integers(0, views))
 
@@ -439,7 +462,8 @@ def cmd_defects(args: argparse.Namespace) -> None:
     from unittest import mock
 
     from napari_voxrecon.engine import Job, run_job
-    from napari_voxrecon.physics import hot_pixels, saturation
+    from napari_voxrecon.models import diffraction_fit
+    from napari_voxrecon.physics import hot_pixels, saturation, source_fit
     from napari_voxrecon.simulate.diffraction import write_sources
 
     lines = _header(args, " ".join(sys.argv[1:]))
@@ -455,17 +479,19 @@ def cmd_defects(args: argparse.Namespace) -> None:
                 opt.write_text(json.dumps({**case.optics.to_dict(), "depth": case.truth.shape[0]}))
                 for method in args.methods:
                     for label, defect, params in DEFECT_ARMS:
-                        if args.only and not any(word in label for word in args.only):
+                        if args.only and not any(label == word[1:] if word.startswith("=") else word in label
+                                                 for word in args.only):
                             continue
                         params = dict(params)
                         # the arms "before": the job's checks switched off
                         repair, leave_out = params.pop("repair", True), params.pop("leave_out", True)
-                        frame_check = params.pop("frame_check", True)
+                        frame_check, masked_blur = params.pop("frame_check", True), params.pop("masked_blur", True)
+                        noise_test = params.pop("noise_test", True)
                         given = src
                         if defect is not None and defect[0] == "drop":  # the sources file without that view
                             given = Path(tmp) / f"{seed}_sources_dropped.json"
                             write_sources(given, np.delete(case.sources, _blank_view(seed, len(case.sources)), axis=0))
-                        job = Job("diffraction", _defective(case.images, defect, seed),
+                        job = Job("diffraction", _defective(case.images, defect, seed, args.noise),
                                   {"sources": str(given), "optics": str(opt), "iterations": args.iterations, **params},
                                   method=method, device=args.device, seed=0)
                         with contextlib.ExitStack() as stack:
@@ -475,8 +501,14 @@ def cmd_defects(args: argparse.Namespace) -> None:
                             if not leave_out:
                                 stack.enter_context(mock.patch.object(saturation, "saturated_pixels",
                                                                       lambda im: np.zeros(im.shape, bool)))
-                            if not frame_check:  # the check before 2026-12-08: the stack's maximum only
+                            if not frame_check:  # the check of the twenty-first session: the stack's maximum only
                                 stack.enter_context(mock.patch.object(saturation, "MIN_PLATEAU_FRAME", 10**9))
+                            if not noise_test:  # the blank-frame check of the twenty-first session: contrast only
+                                stack.enter_context(mock.patch.object(source_fit, "BLANK_SNR", 0.0))
+                            if not masked_blur:  # the blur of the twenty-first session: over every pixel, left out or not
+                                plain = diffraction_fit.gaussian_blur
+                                stack.enter_context(mock.patch.object(diffraction_fit, "gaussian_blur",
+                                                                      lambda x, sigma, keep=None: plain(x, sigma)))
                             out = run_job(job)["result"]
                         psnr, ssim = score(out - np.float32(case.optics.n_background), case.truth)
                         results.setdefault(f"{method} | {label}", []).append(psnr)
@@ -535,7 +567,7 @@ def cmd_hot_noise(args: argparse.Namespace) -> None:
     lines += ["", "Cosmic rays found: the share of the ray's pixels flagged (one ray per set in view 0, at the factor "
               "times the images' peak; 'dark': at a pixel of the view's dimmest fifth, 'spot': at its brightest pixel"
               "), and trials (sets x brightness x place) where any other pixel was flagged. Check 'before': the brightest "
-              "neighbour only, no noise term (the check of 2026-12-07).", "",
+              "neighbour only, no noise term (the check of the twenty-first session).", "",
               "| ray | noise | check | " + " | ".join(f"x{f:g} {place}" for f in factors for place in ("dark", "spot"))
               + " | others |", "|---|---|---|" + "---|" * (2 * len(factors) + 1)]
     for name, shape in RAY_SHAPES.items():
@@ -568,6 +600,47 @@ def cmd_hot_noise(args: argparse.Namespace) -> None:
                 lines.append(f"| {name} | {level:g} | {check} | " + " | ".join(
                     f"{100 * np.mean(found[f, p]):.0f} %" for f in factors for p in ("dark", "spot")) + f" | {others} / {sum(map(len, found.values()))} |")
                 print(lines[-1], file=sys.stderr, flush=True)
+    finish(lines, args.out)
+
+
+def cmd_dark_frames(args: argparse.Namespace) -> None:
+    """The blank-frame check on noisy simulated sets: a dark frame (read noise only) put in place
+    of one view, caught by the contrast test alone (the check of the twenty-first session) and by
+    the check now; and the real views the check now takes for blank."""
+    from unittest import mock
+
+    from napari_voxrecon.physics import source_fit
+
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines[0] = (lines[0].replace(f"sources {args.placement} the volume", "sources below and inside the volume")
+                .replace(f"noise level {args.noise}", f"noise levels {args.noise_levels}")
+                .replace(_coherence_words(args), ", coherent and partially coherent"))
+    lines += ["| noise | sets | dark frame caught, contrast only | dark frame caught, now | dark frames' highest "
+              "spot_snr | real views taken for blank, now | real views' lowest spot_snr |", "|---|---|---|---|---|---|---|"]
+    for level in args.noise_levels:
+        before = now = n = real_flagged = views = 0
+        dark_snr, real_snr = [], []
+        for kind in args.phantoms:
+            for seed in args.seeds:
+                for placement in ("below", "inside"):
+                    for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
+                        case = make_case(seed, tuple(args.shape), args.views[0], kind=kind, noise=level,
+                                         placement=placement, coherence=coherence)
+                        real_flagged += len(source_fit.blank_frames(case.images))
+                        views += len(case.images)
+                        real_snr += [source_fit.spot_snr(im) for im in case.images]
+                        dark = case.images.copy()
+                        k = _blank_view(seed, len(dark))
+                        dark[k] = _dark_frame(case.images, level, np.random.default_rng(seed + 45_000))
+                        dark_snr.append(source_fit.spot_snr(dark[k]))
+                        now += k in source_fit.blank_frames(dark)
+                        with mock.patch.object(source_fit, "BLANK_SNR", 0.0):
+                            before += k in source_fit.blank_frames(dark)
+                        n += 1
+        lines.append(f"| {level:g} | {n} | {before} / {n} | {now} / {n} | {max(dark_snr):.1f} | {real_flagged} / {views} "
+                     f"({100 * real_flagged / views:.1f} %) | {min(real_snr):.1f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", f"BLANK_SNR = {source_fit.BLANK_SNR:g}, SPOT_SMOOTHING = {source_fit.SPOT_SMOOTHING:g} pixels."]
     finish(lines, args.out)
 
 
@@ -773,7 +846,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["bench", "timing", "tune", "diagnose", "estimate", "compare", "coverage", "defects",
-                                    "view-contrast", "hot-noise"])
+                                    "view-contrast", "hot-noise", "dark-frames"])
     p.add_argument("--views", type=int, nargs="+", default=[6])
     p.add_argument("--seeds", type=int, nargs="+", help="phantom seeds (default: 200 201 202; tune: 100 101 102)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="grid (z, y, x) of bench and tune")
@@ -792,7 +865,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="bench, coverage: tissue phantoms with this many times the usual cells per volume (make_ri_phantom's density)")
     p.add_argument("--noise", type=float, default=0.01, help="Poisson-Gaussian noise level of the images (default 0.01)")
     p.add_argument("--noise-levels", type=float, nargs="+", default=[0.01, 0.1, 0.3, 0.5],
-                   help="hot-noise: the noise levels of the sets")
+                   help="hot-noise, dark-frames: the noise levels of the sets")
     p.add_argument("--perturb", type=float, default=0.0, help="bench: std (µm) of errors added to the given source positions")
     p.add_argument("--estimate-sources", action="store_true",
                    help="bench: give the fit the positions estimated from the images (arms as with --perturb)")
@@ -832,7 +905,7 @@ def main(argv: list[str] | None = None) -> None:
                    "labels them (default true; e.g. 'estimated, joint calibration from 0'); with label=path logs, two "
                    "arms pair one file's lines of one with another's of the other")
     p.add_argument("--no-priors", action="store_true", help="diagnose: sparsity and pruning off")
-    p.add_argument("--only", nargs="+", help="defects: only the arms whose label holds one of these words (e.g. clipped)")
+    p.add_argument("--only", nargs="+", help="defects: only the arms whose label holds one of these words (e.g. clipped; =clean: that label exactly)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--out", help="write the table (bench, timing) or append JSON lines (tune) here")
@@ -849,7 +922,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     {"bench": cmd_bench, "timing": cmd_timing, "tune": cmd_tune, "diagnose": cmd_diagnose, "estimate": cmd_estimate,
      "compare": cmd_compare, "coverage": cmd_coverage, "defects": cmd_defects,
-     "view-contrast": cmd_view_contrast, "hot-noise": cmd_hot_noise}[args.mode](args)
+     "view-contrast": cmd_view_contrast, "hot-noise": cmd_hot_noise, "dark-frames": cmd_dark_frames}[args.mode](args)
 
 
 if __name__ == "__main__":

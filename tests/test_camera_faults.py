@@ -81,3 +81,32 @@ def test_few_photon_counts_rarely_tie_at_a_frames_top():
     counts = rng.poisson(spots * 10).astype(np.float32)  # 400 frames, 10 counts at the peak
     flagged = saturated_pixels(counts).any(axis=(1, 2))
     assert flagged.mean() < 0.015  # 0.25 %; with a plateau of 3 pixels per frame, 2.5 %
+
+
+def test_a_blurred_comparison_takes_nothing_from_the_pixels_left_out():
+    from napari_voxrecon.models.diffraction_fit import _fit_pass, gaussian_blur
+    from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction
+
+    images = torch.from_numpy(_spot_images())
+    keep = (images < 0.6).float()
+    changed = torch.where(keep > 0, images, torch.full_like(images, 5.0))
+    np.testing.assert_allclose(gaussian_blur(images, 1.0, keep).numpy(), gaussian_blur(changed, 1.0, keep).numpy(), atol=1e-6)
+    assert not torch.allclose(gaussian_blur(images, 1.0), gaussian_blur(changed, 1.0))  # plain blur: it spreads
+
+    optics = Optics(depth=4)
+    sources = draw_sources((4, 16, 16), optics, 3, seed=0)
+    clean = simulate_diffraction(np.full((4, 16, 16), optics.n_background, np.float32), optics, sources)
+    clipped = np.minimum(clean, np.float32(0.5 * clean.max()))
+    valid = ~saturated_pixels(clipped)
+    assert (~valid).sum() >= 3
+    cfg = FitConfig(iterations=1, compare_blur=1.0, anneal_blur=0.0)
+
+    def first_loss(plateau: float) -> float:
+        data = _measured(clipped, optics, cfg, "cpu", valid)
+        data.images[torch.from_numpy(~valid)] = plateau  # what the clipped pixels hold, after the scaling
+        losses: list[float] = []
+        for _ in _fit_pass(data, sources, optics, 4, "explicit", cfg, "cpu", 1, losses, None):
+            pass
+        return losses[0]
+
+    assert first_loss(1.0) == pytest.approx(first_loss(5.0), rel=1e-6)

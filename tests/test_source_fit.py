@@ -85,3 +85,31 @@ def test_the_coherence_mask_is_the_spot_disc_and_the_masked_loss_ignores_what_li
     assert float(image_loss(far, images, 0.0, w)) == pytest.approx(float(image_loss(pred, images, 0.0, w)), rel=1e-6)
     assert float(image_loss(far, images, 0.2, w)) == pytest.approx(float(image_loss(pred, images, 0.2, w)), rel=1e-6)
     assert float(image_loss(far, images, 0.2)) > float(image_loss(pred, images, 0.2))
+
+
+def test_a_dark_frame_of_read_noise_is_taken_for_blank_and_noisy_views_are_not(monkeypatch):
+    from napari_voxrecon.physics import source_fit
+    from napari_voxrecon.physics.optics import Optics
+    from napari_voxrecon.simulate.diffraction import draw_sources, simulate_diffraction
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    optics = Optics(depth=8)
+    ri = make_ri_phantom((8, 40, 40), "cell", seed=3, voxel_size=optics.voxel_size)
+    noisy = simulate_diffraction(ri, optics, draw_sources(ri.shape, optics, 5, seed=1), noise_level=0.1, seed=2)
+    assert source_fit.blank_frames(noisy) == []  # every real view stands out of its noise
+    dark = noisy.copy()
+    scale = np.percentile(noisy, 99.9) - np.percentile(noisy, 0.1)
+    dark[2] = np.percentile(noisy, 5) + np.random.default_rng(0).normal(0, 0.05 * scale, dark[2].shape)  # shutter closed
+    assert source_fit.blank_frames(dark) == [2]
+    monkeypatch.setattr(source_fit, "BLANK_SNR", 0.0)
+    assert source_fit.blank_frames(dark) == []  # its noise spans more than 3 % of a view: the contrast test alone misses it
+
+
+def test_noise_alone_stays_under_the_blank_threshold_and_a_spot_without_noise_far_above():
+    from napari_voxrecon.physics.source_fit import BLANK_SNR, spot_snr
+
+    rng = np.random.default_rng(1)
+    assert max(spot_snr(rng.normal(100, 5, (48, 48))) for _ in range(20)) < BLANK_SNR
+    yy, xx = np.mgrid[:48, :48]
+    assert spot_snr(np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / 50.0)) > 1000 * BLANK_SNR
+    assert spot_snr(np.zeros((48, 48))) == float("inf")  # no noise at all: nothing to measure against

@@ -160,8 +160,8 @@ def _checked_images(images: np.ndarray, optics: Optics, background: int
         left_out[blank] = True
         which = ", ".join(map(str, blank))
         yield Notice(f"image(s) {which} show no spot (their contrast is under {100 * BLANK_CONTRAST:.0f} % of the "
-                     "others'), as a dropped or dark frame does, though a source always makes one: they are left out "
-                     "of the fit", level="warning")
+                     "others', or nothing in them stands out of their own noise), as a dropped or dark frame does, "
+                     "though a source always makes one: they are left out of the fit", level="warning")
     saturated = saturated_pixels(images)
     if saturated.any():
         left_out |= saturated

@@ -131,9 +131,13 @@ def background_basis(weight: torch.Tensor, order: int) -> torch.Tensor:
     return q
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: float, keep: torch.Tensor | None = None) -> torch.Tensor:
     """(K, H, W) images blurred by a Gaussian of ``sigma`` pixels (edges replicated: unlike
-    reflection, that works for a kernel wider than the image)."""
+    reflection, that works for a kernel wider than the image). With ``keep`` (K, H, W, 0/1) a
+    normalised convolution: each blurred pixel is the Gaussian mean of the kept pixels only, so
+    pixels left out (saturated) spread nothing into their neighbours."""
+    if keep is not None:
+        return gaussian_blur(images * keep, sigma) / gaussian_blur(keep, sigma).clamp_min(1e-6)
     r = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
@@ -366,7 +370,10 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     k, h, w = data.images.shape
     shape = (int(depth), h * b, w * b)
     raw, weight, basis = data.images, data.weight, data.basis
-    meas, meas_sigma = (gaussian_blur(raw, cfg.compare_blur) if cfg.compare_blur > 0 else raw), cfg.compare_blur
+    # blurred comparisons average the kept pixels only: a plateau left out would otherwise
+    # spread its clipped value into the neighbours that are compared
+    keep = None if data.left_out is None else (~data.left_out).to(raw.dtype)
+    meas, meas_sigma = (gaussian_blur(raw, cfg.compare_blur, keep) if cfg.compare_blur > 0 else raw), cfg.compare_blur
     net = make_field(kind, shape, **cfg.field_kw).to(device)
     src = torch.nn.Parameter(torch.as_tensor(np.asarray(sources, dtype=np.float32), device=device).clone(),
                              requires_grad=cfg.calibrate)
@@ -404,9 +411,9 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
         pred = forward_images(dn, src, optics, pad=cfg.pad, checkpoint_slabs=cfg.checkpoint_slabs)
         sigma = comparison_blur(cfg, it)
         if cfg.anneal_blur > 0 and sigma != meas_sigma:  # the measured images re-blurred only while the blur narrows
-            meas, meas_sigma = (gaussian_blur(raw, sigma) if sigma > 0 else raw), sigma
+            meas, meas_sigma = (gaussian_blur(raw, sigma, keep) if sigma > 0 else raw), sigma
         if sigma > 0:
-            pred = gaussian_blur(pred, sigma)
+            pred = gaussian_blur(pred, sigma, keep)
         loss = image_loss(pred, meas, cfg.ssim_weight, weight, basis, data.left_out) + tv * total_variation(dn)
         if sparsity:
             loss = loss + sparsity * dn.abs().mean() / 0.01

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 
 from .optics import Optics
+from .pixel_noise import neighbours, pixel_noise
 
 #: How much brighter than the in-focus spot allows, relative to its k-th brightest neighbour, a
 #: pixel must be to count as hot (a margin for pixel integration, noise and aberrations).
@@ -77,15 +77,6 @@ def spot_neighbour_ratios(optics: Optics, cluster: int = CLUSTER) -> np.ndarray:
     return np.array([float(r[counted].min()) for r in kth])
 
 
-def _neighbours(image: np.ndarray, fill: Any) -> np.ndarray:
-    """The eight neighbours of every pixel, (8, H, W); ``fill`` where a neighbour lies outside the
-    image (mirroring would count an edge pixel's inner neighbours twice)."""
-    h, w = image.shape
-    padded = np.pad(image, 1, mode="constant", constant_values=fill)
-    return np.stack([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)])
-
-
 def find_hot_pixels(images: np.ndarray, optics: Optics) -> np.ndarray:
     """Boolean mask (K, H, W) of the pixels no image through these optics can hold: for some
     k <= ``CLUSTER``, brighter than ``SAFETY`` / ``spot_neighbour_ratios``[k] times their k-th
@@ -97,17 +88,12 @@ def find_hot_pixels(images: np.ndarray, optics: Optics) -> np.ndarray:
     if spot_neighbour_ratio(optics) < MIN_NEIGHBOUR_RATIO or min(images.shape[1:]) < 3:
         return mask
     factors = (SAFETY / spot_neighbour_ratios(optics)).reshape(-1, 1, 1)
-    medians = [np.median(_neighbours(im, 0.0)[:, 1:-1, 1:-1], axis=0) for im in images]
-    peak = max(float(m.max()) for m in medians)
+    peak = max(float(np.median(neighbours(im, 0.0)[:, 1:-1, 1:-1], axis=0).max()) for im in images)
     if not peak > 0:
         return mask
-    # the pixels' noise: the robust spread of each pixel about its neighbours' median (Gaussian
-    # read noise and shot noise alike; spots only raise it)
-    residual = np.concatenate([(im[1:-1, 1:-1] - m).ravel() for im, m in zip(images, medians)])
-    sigma = 1.4826 * float(np.median(np.abs(residual)))
-    margin = NOISE_MARGIN * peak + NOISE_SIGMAS * sigma
+    margin = NOISE_MARGIN * peak + NOISE_SIGMAS * pixel_noise(images)
     for k, im in enumerate(images):  # one image's neighbours at a time: 8 x H x W, not 8 x K x H x W
-        near = -np.sort(-_neighbours(im, -np.inf), axis=0)[:len(factors)]  # brightest first; outside last
+        near = -np.sort(-neighbours(im, -np.inf), axis=0)[:len(factors)]  # brightest first; outside last
         mask[k] = (im > factors * np.maximum(near, 0.0) + margin).any(axis=0)
     return mask
 
@@ -117,10 +103,10 @@ def replace_hot_pixels(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     (of all eight where every one is masked)."""
     out = np.array(images, dtype=np.float32, copy=True)
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
-        near = _neighbours(out[k], np.nan)  # outside the image: not a neighbour
+        near = neighbours(out[k], np.nan)  # outside the image: not a neighbour
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: filled below
-            median = np.nanmedian(np.where(_neighbours(mask[k], False), np.nan, near), axis=0)
+            median = np.nanmedian(np.where(neighbours(mask[k], False), np.nan, near), axis=0)
         median = np.where(np.isnan(median), np.nanmedian(near, axis=0), median)
         out[k][mask[k]] = median[mask[k]]
     return out
