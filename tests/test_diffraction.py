@@ -147,6 +147,16 @@ def test_a_blank_frame_with_a_sources_file_is_left_out_with_a_warning_naming_it(
     assert not any("no spot" in n.message for n in notices) and masks[-1] is None
 
 
+def test_images_of_noise_alone_are_fitted_with_a_warning(acquisition):
+    root, _ = acquisition
+    job = _job(root, iterations=2)
+    job.volume = np.random.default_rng(0).normal(100.0, 5.0, job.volume.shape).astype(np.float32)  # shutter closed
+    notices = []
+    out = run_job(job, on_event=lambda e: notices.append(e) if isinstance(e, Notice) else None)["result"]
+    assert [n.level for n in notices if n.message.startswith("no image shows a spot")] == ["warning"]
+    assert np.isfinite(out).all()
+
+
 def test_saturated_pixels_are_left_out_of_the_fit_and_the_user_is_told(acquisition, monkeypatch):
     from napari_voxrecon.models import diffraction_fit
 

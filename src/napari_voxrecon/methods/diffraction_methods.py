@@ -162,6 +162,10 @@ def _checked_images(images: np.ndarray, optics: Optics, background: int
         yield Notice(f"image(s) {which} show no spot (their contrast is under {100 * BLANK_CONTRAST:.0f} % of the "
                      "others', or nothing in them stands out of their own noise), as a dropped or dark frame does, "
                      "though a source always makes one: they are left out of the fit", level="warning")
+    elif blank:  # nothing to keep if all were left out: fitted as they are, and the user told
+        yield Notice("no image shows a spot that stands out of its noise (or all are as dim as dropped frames): "
+                     "the fit uses them all, but expect little; check the exposure and that these are the "
+                     "diffraction images", level="warning")
     saturated = saturated_pixels(images)
     if saturated.any():
         left_out |= saturated
