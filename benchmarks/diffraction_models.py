@@ -57,7 +57,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -519,6 +519,31 @@ def cmd_defects(args: argparse.Namespace) -> None:
     finish(lines, args.out)
 
 
+def _varied_cases(args: argparse.Namespace, noises: list[float], views: list[int]) -> Iterator[tuple[Any, ...]]:
+    """(kind, seed, placement, coherence, views, noise, case) for every phantom kind and seed,
+    sources below and inside, coherent and partially coherent, each view count and noise level:
+    the sets the checks on faulty images are measured over (hot-noise, dark-frames, view-contrast)."""
+    for kind in args.phantoms:
+        for seed in args.seeds:
+            for placement in ("below", "inside"):
+                for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
+                    for n_views in views:
+                        for noise in noises:
+                            yield kind, seed, placement, coherence, n_views, noise, make_case(
+                                seed, tuple(args.shape), n_views, kind=kind, noise=noise, placement=placement,
+                                coherence=coherence)
+
+
+def _varied_header(args: argparse.Namespace, noises: list[float]) -> list[str]:
+    """``_header`` for ``_varied_cases``: sources below and inside, both coherences, these noise levels."""
+    lines = _header(args, " ".join(sys.argv[1:]))
+    lines[0] = (lines[0].replace(f"sources {args.placement} the volume", "sources below and inside the volume")
+                .replace(f"noise level {args.noise}", f"noise level{'s' if len(noises) > 1 else ''} "
+                         f"{noises if len(noises) > 1 else noises[0]}")
+                .replace(_coherence_words(args), ", coherent and partially coherent"))
+    return lines
+
+
 #: hot-noise: cosmic-ray shapes (pixel offsets) put into the images
 RAY_SHAPES = {"single": [(0, 0)], "pair": [(0, 0), (0, 1)], "diagonal pair": [(0, 0), (1, 1)],
               "line of three": [(0, 0), (0, 1), (0, 2)], "corner of three": [(0, 0), (0, 1), (1, 1)],
@@ -533,19 +558,8 @@ def cmd_hot_noise(args: argparse.Namespace) -> None:
 
     from napari_voxrecon.physics import hot_pixels
 
-    lines = _header(args, " ".join(sys.argv[1:]))
-    lines[0] = (lines[0].replace(f"sources {args.placement} the volume", "sources below and inside the volume")
-                .replace(f"noise level {args.noise}", f"noise levels {args.noise_levels}")
-                .replace(_coherence_words(args), ", coherent and partially coherent"))
-    sets = []
-    for kind in args.phantoms:
-        for seed in args.seeds:
-            for placement in ("below", "inside"):
-                for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
-                    for noise in args.noise_levels:
-                        case = make_case(seed, tuple(args.shape), args.views[0], kind=kind, noise=noise,
-                                         placement=placement, coherence=coherence)
-                        sets.append((noise, case))
+    lines = _varied_header(args, args.noise_levels)
+    sets = [(c[5], c[6]) for c in _varied_cases(args, args.noise_levels, args.views[:1])]
     lines += [f"Noise taken for hot pixels ({len(sets) // len(args.noise_levels)} sets per noise level: phantoms, seeds, "
               "sources below and inside, coherent and partially coherent): sets with any pixel flagged (pixels flagged).", "",
               "| check | " + " | ".join(f"noise {n:g}" for n in args.noise_levels) + " |",
@@ -611,32 +625,24 @@ def cmd_dark_frames(args: argparse.Namespace) -> None:
 
     from napari_voxrecon.physics import source_fit
 
-    lines = _header(args, " ".join(sys.argv[1:]))
-    lines[0] = (lines[0].replace(f"sources {args.placement} the volume", "sources below and inside the volume")
-                .replace(f"noise level {args.noise}", f"noise levels {args.noise_levels}")
-                .replace(_coherence_words(args), ", coherent and partially coherent"))
+    lines = _varied_header(args, args.noise_levels)
     lines += ["| noise | sets | dark frame caught, contrast only | dark frame caught, now | dark frames' highest "
               "spot_snr | real views taken for blank, now | real views' lowest spot_snr |", "|---|---|---|---|---|---|---|"]
     for level in args.noise_levels:
         before = now = n = real_flagged = views = 0
         dark_snr, real_snr = [], []
-        for kind in args.phantoms:
-            for seed in args.seeds:
-                for placement in ("below", "inside"):
-                    for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
-                        case = make_case(seed, tuple(args.shape), args.views[0], kind=kind, noise=level,
-                                         placement=placement, coherence=coherence)
-                        real_flagged += len(source_fit.blank_frames(case.images))
-                        views += len(case.images)
-                        real_snr += [source_fit.spot_snr(im) for im in case.images]
-                        dark = case.images.copy()
-                        k = _blank_view(seed, len(dark))
-                        dark[k] = _dark_frame(case.images, level, np.random.default_rng(seed + 45_000))
-                        dark_snr.append(source_fit.spot_snr(dark[k]))
-                        now += k in source_fit.blank_frames(dark)
-                        with mock.patch.object(source_fit, "BLANK_SNR", 0.0):
-                            before += k in source_fit.blank_frames(dark)
-                        n += 1
+        for _, seed, _, _, _, _, case in _varied_cases(args, [level], args.views[:1]):
+            real_flagged += len(source_fit.blank_frames(case.images))
+            views += len(case.images)
+            real_snr += [source_fit.spot_snr(im) for im in case.images]
+            dark = case.images.copy()
+            k = _blank_view(seed, len(dark))
+            dark[k] = _dark_frame(case.images, level, np.random.default_rng(seed + 45_000))
+            dark_snr.append(source_fit.spot_snr(dark[k]))
+            now += k in source_fit.blank_frames(dark)
+            with mock.patch.object(source_fit, "BLANK_SNR", 0.0):
+                before += k in source_fit.blank_frames(dark)
+            n += 1
         lines.append(f"| {level:g} | {n} | {before} / {n} | {now} / {n} | {max(dark_snr):.1f} | {real_flagged} / {views} "
                      f"({100 * real_flagged / views:.1f} %) | {min(real_snr):.1f} |")
         print(lines[-1], file=sys.stderr, flush=True)
@@ -649,21 +655,15 @@ def cmd_view_contrast(args: argparse.Namespace) -> None:
     (``physics.source_fit.spot_range``), against the blank-frame threshold ``BLANK_CONTRAST``."""
     from napari_voxrecon.physics.source_fit import BLANK_CONTRAST, spot_range
 
-    lines = _header(args, " ".join(sys.argv[1:]))
+    lines = _varied_header(args, [args.noise])
     lines += ["| phantom | seed | sources | coherence | views | dimmest / median view |", "|---|---|---|---|---|---|"]
     ratios = []
-    for kind in args.phantoms:
-        for seed in args.seeds:
-            for placement in ("below", "inside"):
-                for coherence in (None, TYPICAL_PARTIAL_COHERENCE):
-                    for views in args.views:
-                        case = make_case(seed, tuple(args.shape), views, kind=kind, noise=args.noise, placement=placement,
-                                         coherence=coherence)
-                        contrast = np.array([hi - lo for lo, hi in map(spot_range, case.images)])
-                        ratios.append(float(contrast.min() / np.median(contrast)))
-                        lines.append(f"| {kind} | {seed} | {placement} | {'partial' if coherence else 'coherent'} | "
-                                     f"{views} | {ratios[-1]:.3f} |")
-                        print(lines[-1], file=sys.stderr, flush=True)
+    for kind, seed, placement, coherence, views, _, case in _varied_cases(args, [args.noise], args.views):
+        contrast = np.array([hi - lo for lo, hi in map(spot_range, case.images)])
+        ratios.append(float(contrast.min() / np.median(contrast)))
+        lines.append(f"| {kind} | {seed} | {placement} | {'partial' if coherence else 'coherent'} | "
+                     f"{views} | {ratios[-1]:.3f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
     lines += ["", f"{len(ratios)} sets; the dimmest view at {min(ratios):.3f} of the median one; blank-frame threshold "
               f"{BLANK_CONTRAST}."]
     finish(lines, args.out)

@@ -8,9 +8,9 @@ two or three adjacent pixels, each of which then has a bright neighbour: those a
 second or third brightest neighbour, against the least an in-focus spot at any sub-pixel position
 leaves there (``spot_neighbour_ratios``).
 
-One such pixel matters to a diffraction fit: the images are scaled by their maximum and the exposure is solved by least
-squares, so a hot pixel ten times the spots' peak shrinks the data against the priors and pulls
-the exposure (held-out cells and tubes: -1.3 dB at ten times the peak, -6.7 dB at thirty;
+One such pixel matters to a diffraction fit: the images are scaled by their maximum and the
+exposure is solved by least squares, so a hot pixel ten times the spots' peak shrinks the data
+against the priors and pulls the exposure (held-out cells and tubes: -1.3 dB at ten times the peak, -6.7 dB at thirty;
 docs/benchmarks.md, "Faulty images").
 """
 
@@ -85,9 +85,10 @@ def find_hot_pixels(images: np.ndarray, optics: Optics) -> np.ndarray:
     ``NOISE_SIGMAS`` times their pixel noise."""
     images = np.asarray(images, dtype=np.float32)
     mask = np.zeros(images.shape, dtype=bool)
-    if spot_neighbour_ratio(optics) < MIN_NEIGHBOUR_RATIO or min(images.shape[1:]) < 3:
+    ratios = spot_neighbour_ratios(optics)
+    if ratios[0] < MIN_NEIGHBOUR_RATIO or min(images.shape[1:]) < 3:
         return mask
-    factors = (SAFETY / spot_neighbour_ratios(optics)).reshape(-1, 1, 1)
+    factors = (SAFETY / ratios).reshape(-1, 1, 1)
     peak = max(float(np.median(neighbours(im, 0.0)[:, 1:-1, 1:-1], axis=0).max()) for im in images)
     if not peak > 0:
         return mask

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InputError
 from .optics import Optics
+from .pixel_noise import pixel_noise
 
 #: How the fit's self-calibration finds positions estimated from the images (``FitConfig``
 #: fields; ``estimated_source_schedule`` adds the refit that follows). The sources move jointly
@@ -103,8 +104,6 @@ def spot_snr(image: np.ndarray) -> float:
     the border are not counted (their smoothing repeats the edge pixels, so noise reaches
     higher). Infinite where the noise is 0 or the image is too small to tell."""
     from scipy.ndimage import gaussian_filter
-
-    from .pixel_noise import pixel_noise
 
     img = np.asarray(image, dtype=np.float64)
     border = int(math.ceil(2 * SPOT_SMOOTHING))
