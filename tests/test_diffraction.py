@@ -247,6 +247,35 @@ def test_the_feature_representations_weigh_their_priors_by_the_views_coverage_an
     assert told[("explicit",)] == [] and told[("nvp", "cover_priors")] == []
 
 
+def test_noisy_images_weigh_tv_up_once_measured_and_say_so(tmp_path, monkeypatch):
+    """Images at noise level 0.2: nvp's fit gets τ's weight measured once by the job (the fit
+    uses it as given) and a notice with it; clean images, the voxel grid and a job that turns
+    the weighting off get neither."""
+    from napari_voxrecon.cli import main
+    from napari_voxrecon.io import write_volume
+    from napari_voxrecon.simulate.ri_phantoms import make_ri_phantom
+
+    ri = make_ri_phantom((8, 48, 48), "cell", seed=5, voxel_size=(0.4, 0.2, 0.2))
+    write_volume(tmp_path / "ri.tif", ri, (0.4, 0.2, 0.2))
+    seen = _fit_configs(monkeypatch)
+    told = {}
+    for level in (0.0, 0.2):
+        root = tmp_path / str(level)
+        root.mkdir()
+        assert main(["simulate", "diffraction", str(tmp_path / "ri.tif"), "-o", str(root / "img.tif"), "--views", "6",
+                     "--sources-out", str(root / "src.json"), "--noise-level", str(level), "-q"]) == 0
+        for method, params in (("nvp", {}), ("explicit", {}), ("nvp", {"noise_tv": False})):
+            events = []
+            run_job(_job(root, method, iterations=1, **params), on_event=events.append)
+            told[(level, method, *params)] = [e.message for e in events if isinstance(e, Notice) and "noise is" in e.message]
+    assert [c.noise_tv for c in seen] == [True, False, False] * 2
+    assert seen[0].noise_tv_weight == 1.0 and seen[3].noise_tv_weight > 1.25
+    assert [m.split(": ")[-1] for m in told[(0.2, "nvp")]] == [
+        f"tv is weighted x{seen[3].noise_tv_weight:.1f} against the noise (turn noise_tv off to use it as given)"]
+    assert told[(0.2, "nvp")][0].startswith("the images' noise is about ")
+    assert all(not v for k, v in told.items() if k != (0.2, "nvp"))
+
+
 def test_the_coherence_mask_runs_from_a_job_and_names_a_frame_it_cannot_place(acquisition):
     root, ri = acquisition
     out = run_job(_job(root, coherence_mask=0.9, background=1, blur=1.0, iterations=5))["result"]

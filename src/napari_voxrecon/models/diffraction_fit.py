@@ -5,7 +5,8 @@ view through the multi-slice model (``physics.wave_optics.forward_images``), com
 measured images, step. Loss = L1 + L2 + λ (1 - SSIM)/2 on the images, after a least-squares
 global intensity scale (measured images carry an unknown exposure), + τ·TV(Δn) (anisotropic
 total variation, in units of 0.01), + an optional sparsity prior mean|Δn|, both weighted by how
-much of the grid the views see (``prior_scale``; ``cover_priors``); with ``nonnegative``, Δn is
+much of the grid the views see (``prior_scale``; ``cover_priors``), τ also by the images' noise
+against their signal (``noise_tv_scale``; ``noise_tv``); with ``nonnegative``, Δn is
 clipped at 0 (a specimen denser than its medium). Source positions are
 optimised jointly when ``calibrate`` (self-calibration, starting from the given file, after
 ``calibrate_after`` of the iterations). The NVP feature grid is refined coarse to fine at fixed
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..physics.coverage import view_share
 from ..physics.optics import Optics
+from ..physics.pixel_noise import noise_share, signal_share
 from ..physics.source_fit import FIT_PAD, coherence_masks
 from ..physics.wave_optics import forward_images
 from .index_fields import make_field
@@ -51,6 +53,12 @@ PRUNE_MARGIN = (2, 4, 4)
 #: ``view_share`` of the geometry the priors' weights were tuned on (a 32 x 64 x 64 grid, six
 #: sources 2 µm below it in the central 60 % of the field: 0.566 and 0.576 on the tuning seeds).
 REFERENCE_VIEW_SHARE = 0.57
+
+#: ``noise_tv_scale``: below NOISE_FLOOR, a noise share is within the estimate's own error of
+#: clean images (0.00-0.016 at noise level 0.01, where the weights were tuned: τ stays as tuned);
+#: SIGNAL_FLOOR bounds the weight where the specimen barely changes the spots.
+NOISE_FLOOR = 0.02
+SIGNAL_FLOOR = 0.005
 
 
 @dataclass
@@ -64,6 +72,8 @@ class FitConfig:
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
     nonnegative: bool = False  # Δn >= 0 (a specimen denser than its medium): the index is clipped at 0, a voxel grid projected onto it
     cover_priors: bool = True  # tv and sparsity × prior_scale: weighted by the views' coverage of the grid
+    noise_tv: bool = True  # tv × noise_tv_scale: weighted by the images' noise share
+    noise_tv_weight: float | None = None  # with noise_tv: τ's weight if already measured (None: measured by the fit)
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
     prune_at: tuple[float, ...] = (0.3,)  # fractions of the iterations (NVP: the first before its grid refines at the same step); each later one prunes within the last support
     prune_margin: tuple[int, int, int] = PRUNE_MARGIN  # voxels (z, y, x) kept around the support
@@ -194,6 +204,35 @@ def prior_scale(share: float) -> float:
     return max(share, 0.1 * REFERENCE_VIEW_SHARE) / REFERENCE_VIEW_SHARE
 
 
+def noise_and_signal(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: int,
+                     pad: int = FIT_PAD) -> tuple[float, float]:
+    """The images' noise and signal as shares of their bright range, measured against the same
+    views through the bare medium (``physics.pixel_noise.noise_share``, ``signal_share``): the
+    noise about 0 for clean images at any sampling, the signal what the specimen does to the
+    spots."""
+    h, w = np.shape(images)[1:]
+    b = optics.binning
+    with torch.no_grad():
+        medium = forward_images(torch.zeros((int(depth), h * b, w * b)), torch.as_tensor(np.asarray(sources, dtype=np.float32)),
+                                optics, pad=pad).numpy()
+    return noise_share(images, medium), signal_share(images, medium)
+
+
+def noise_tv_scale(noise: float, signal: float) -> float:
+    """What ``noise_tv`` multiplies τ by, given the images' noise and signal shares
+    (``noise_and_signal``): 1 up to ``NOISE_FLOOR`` of noise (clean images, where the weights
+    were tuned), then 1 + ((noise - NOISE_FLOOR) / signal)², as a Wiener filter weighs its
+    prior by the noise-to-signal power. The image terms pull the index towards whatever explains
+    the noise too, and faint structures drown first: at noise level 0.1, NVP with the clean-image
+    weights scored 10 dB on tubes of Δn 0.01-0.03 (far below the bare medium's score), and a τ
+    weighted by the noise alone cost dense cells 1.3 dB (docs/benchmarks.md, "Noisy images").
+    The signal is floored at ``SIGNAL_FLOOR``: images the specimen barely changes get a strong
+    prior, not an infinite one. The sparsity prior stays as it is: weighted up as well, it cost
+    the cells more than it gave the tubes."""
+    excess = max(0.0, noise - NOISE_FLOOR)
+    return 1.0 + (excess / max(signal, SIGNAL_FLOOR)) ** 2
+
+
 def support_of(dn: torch.Tensor, threshold: float, margin: tuple[int, int, int] = PRUNE_MARGIN) -> torch.Tensor:
     """0/1 mask of the sample's support: voxels within ``margin`` (z, y, x) of one where |Δn|
     exceeds ``threshold`` times its maximum. Pruning to it (as sparse voxel grids prune empty
@@ -314,6 +353,9 @@ def fit_steps(images: np.ndarray, sources: np.ndarray, optics: Optics, depth: in
         raise ValueError(f"valid must have the images' shape {np.shape(images)}, not {np.shape(valid)}")
     passes = fit_passes(config or FitConfig())
     data = _measured(images, optics, passes[0], device, valid)  # the passes differ only in their schedule
+    if passes[0].noise_tv:
+        data.tv_weight = passes[0].noise_tv_weight if passes[0].noise_tv_weight is not None else \
+            noise_tv_scale(*noise_and_signal(images, sources, optics, depth, passes[0].pad))
     total = sum(p.iterations for p in passes)
     losses: list[float] = []
     result = None
@@ -334,6 +376,7 @@ class _Measured:
     weight: torch.Tensor | None
     basis: torch.Tensor | None
     left_out: torch.Tensor | None = None
+    tv_weight: float = 1.0  # τ's weight for the images' noise (noise_tv_scale)
 
 
 def _measured(images: np.ndarray, optics: Optics, cfg: FitConfig, device: str,
@@ -380,6 +423,8 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
     z0, plane = src.detach()[:, 0].clone(), depth_plane_projector(src.detach())  # what hold_depth keeps
     weigh = prior_scale(view_share(shape, np.asarray(sources, dtype=np.float32), optics)) if cfg.cover_priors else 1.0
     tv, sparsity = cfg.tv * weigh, cfg.sparsity * weigh
+    if cfg.noise_tv:
+        tv *= data.tv_weight
 
     def optimiser() -> torch.optim.Optimizer:
         groups = [{"params": list(net.parameters()), "lr": cfg.lr}]

@@ -4,7 +4,9 @@ Spots through a pupil are smooth on the scale of a pixel, noise is not: the spre
 about the median of its eight neighbours is the pixels' noise (read noise and shot noise alike),
 and the median over all pixels keeps the spots' edges and a few hot pixels from counting. Used to
 keep noise from being taken for hot pixels (``hot_pixels``) and to tell a frame that holds only
-noise (``source_fit.blank_frames``).
+noise (``source_fit.blank_frames``). ``noise_share`` and ``signal_share`` set against each other
+the noise and what the specimen does to the spots, for a fit's prior weight
+(``models.diffraction_fit.noise_tv_scale``).
 """
 
 from __future__ import annotations
@@ -37,3 +39,56 @@ def pixel_noise(images: np.ndarray) -> float:
     residual = np.concatenate([
         (im[1:-1, 1:-1] - np.median(neighbours(im, 0.0)[:, 1:-1, 1:-1], axis=0)).ravel() for im in stack])
     return MAD_TO_SIGMA * float(np.median(np.abs(residual)))
+
+
+def noise_share(images: np.ndarray, noiseless: np.ndarray | None = None) -> float:
+    """The typical pixel's noise as a share of the images' bright range (99.9th percentile over
+    the median), one number for a stack (K, H, W) or an image: the noise the image terms of a fit
+    see, on the scale they compare at.
+
+    Spots whose fringes are about a camera pixel apart leave some spread about the neighbours'
+    median even without noise (3-4 % of the range for 0.2 µm pixels at NA 0.8). With
+    ``noiseless``, images of the same kind rendered without noise (the views through the bare
+    medium), that share is taken out in quadrature, so that clean images give about 0 whatever
+    their sampling. Poisson-Gaussian noise of relative level l at the bright level gives less
+    than l, the more so the more of the field is dark (its pixels carry the read noise and little
+    shot noise): about 0.09 for l = 0.1 and 0.17 for l = 0.3 on 64 x 64 fields of six views."""
+    def share(stack: np.ndarray) -> float:
+        stack = np.asarray(stack, dtype=np.float32)
+        span = float(np.percentile(stack, 99.9) - np.median(stack))
+        return pixel_noise(stack) / span if span > 0 else 0.0
+
+    measured = share(images)
+    if noiseless is None:
+        return measured
+    return float(np.sqrt(max(0.0, measured ** 2 - share(noiseless) ** 2)))
+
+
+#: ``signal_share``: Gaussian smoothing (pixels) before images and reference are compared.
+SIGNAL_SMOOTHING = 2.0
+
+
+def signal_share(images: np.ndarray, reference: np.ndarray) -> float:
+    """How far images (K, H, W) depart from a reference of the same views (the views through the
+    bare medium), as a share of the images' bright range: what the specimen does to the spots,
+    the signal a fit of the index has to go on.
+
+    Both are smoothed by ``SIGNAL_SMOOTHING`` pixels (the spots' shifts and distortions survive,
+    most of the pixel noise does not) and the reference is fitted to the images with an exposure
+    and an offset by least squares; the root-mean-square of what is left, less in quadrature
+    what the smoothed noise (``pixel_noise``) leaves, is the signal. A dense cell changes its
+    spots by 4-9 % of the range, a few thin tubes of Δn 0.01-0.03 by 0-2 %."""
+    from scipy.ndimage import gaussian_filter
+
+    stack = np.asarray(images, dtype=np.float64).reshape((-1,) + np.shape(images)[-2:])
+    ref = np.asarray(reference, dtype=np.float64).reshape(stack.shape)
+    span = float(np.percentile(stack, 99.9) - np.median(stack))
+    if span <= 0:
+        return 0.0
+    a = np.stack([gaussian_filter(v, SIGNAL_SMOOTHING, mode="nearest") for v in stack]).ravel()
+    b = np.stack([gaussian_filter(v, SIGNAL_SMOOTHING, mode="nearest") for v in ref]).ravel()
+    design = np.stack([b, np.ones_like(b)], 1)
+    coef, *_ = np.linalg.lstsq(design, a, rcond=None)
+    departure = float(np.sqrt(np.mean((a - design @ coef) ** 2))) / span
+    smoothed_noise = pixel_noise(stack) / span / (2 * np.sqrt(np.pi) * SIGNAL_SMOOTHING)  # white noise averaged by that Gaussian
+    return float(np.sqrt(max(0.0, departure ** 2 - smoothed_noise ** 2)))
