@@ -72,7 +72,7 @@ class FitConfig:
     sparsity: float = 0.0  # weight of an L1 prior mean|Δn| (units of 0.01): the least index that explains the images
     nonnegative: bool = False  # Δn >= 0 (a specimen denser than its medium): the index is clipped at 0, a voxel grid projected onto it
     cover_priors: bool = True  # tv and sparsity × prior_scale: weighted by the views' coverage of the grid
-    noise_tv: bool = True  # tv × noise_tv_scale: weighted by the images' noise share
+    noise_tv: bool = True  # tv × noise_tv_scale: weighted by the images' noise against their signal
     noise_tv_weight: float | None = None  # with noise_tv: τ's weight if already measured (None: measured by the fit)
     prune: float = 0.0  # at prune_at, restrict Δn to the support where |Δn| > prune * max, plus a margin (0: never)
     prune_at: tuple[float, ...] = (0.3,)  # fractions of the iterations (NVP: the first before its grid refines at the same step); each later one prunes within the last support
@@ -422,9 +422,7 @@ def _fit_pass(data: _Measured, sources: np.ndarray, optics: Optics, depth: int, 
                              requires_grad=cfg.calibrate)
     z0, plane = src.detach()[:, 0].clone(), depth_plane_projector(src.detach())  # what hold_depth keeps
     weigh = prior_scale(view_share(shape, np.asarray(sources, dtype=np.float32), optics)) if cfg.cover_priors else 1.0
-    tv, sparsity = cfg.tv * weigh, cfg.sparsity * weigh
-    if cfg.noise_tv:
-        tv *= data.tv_weight
+    tv, sparsity = cfg.tv * weigh * data.tv_weight, cfg.sparsity * weigh  # tv_weight is 1 without noise_tv
 
     def optimiser() -> torch.optim.Optimizer:
         groups = [{"params": list(net.parameters()), "lr": cfg.lr}]

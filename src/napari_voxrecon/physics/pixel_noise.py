@@ -11,6 +11,7 @@ the noise and what the specimen does to the spots, for a fit's prior weight
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,17 @@ def pixel_noise(images: np.ndarray) -> float:
     return MAD_TO_SIGMA * float(np.median(np.abs(residual)))
 
 
+def smoothed_noise(noise: float, sigma: float) -> float:
+    """The standard deviation white pixel noise of ``noise`` keeps after a Gaussian of ``sigma``
+    pixels (its 2D kernel's root sum of squares: 1 / (2 √π σ))."""
+    return noise / (2 * math.sqrt(math.pi) * sigma)
+
+
+def _bright_span(stack: np.ndarray) -> float:
+    """The images' bright range: their 99.9th percentile over their median (the background)."""
+    return float(np.percentile(stack, 99.9) - np.median(stack))
+
+
 def noise_share(images: np.ndarray, noiseless: np.ndarray | None = None) -> float:
     """The typical pixel's noise as a share of the images' bright range (99.9th percentile over
     the median), one number for a stack (K, H, W) or an image: the noise the image terms of a fit
@@ -55,7 +67,7 @@ def noise_share(images: np.ndarray, noiseless: np.ndarray | None = None) -> floa
     shot noise): about 0.09 for l = 0.1 and 0.17 for l = 0.3 on 64 x 64 fields of six views."""
     def share(stack: np.ndarray) -> float:
         stack = np.asarray(stack, dtype=np.float32)
-        span = float(np.percentile(stack, 99.9) - np.median(stack))
+        span = _bright_span(stack)
         return pixel_noise(stack) / span if span > 0 else 0.0
 
     measured = share(images)
@@ -82,7 +94,7 @@ def signal_share(images: np.ndarray, reference: np.ndarray) -> float:
 
     stack = np.asarray(images, dtype=np.float64).reshape((-1,) + np.shape(images)[-2:])
     ref = np.asarray(reference, dtype=np.float64).reshape(stack.shape)
-    span = float(np.percentile(stack, 99.9) - np.median(stack))
+    span = _bright_span(stack)
     if span <= 0:
         return 0.0
     a = np.stack([gaussian_filter(v, SIGNAL_SMOOTHING, mode="nearest") for v in stack]).ravel()
@@ -90,5 +102,5 @@ def signal_share(images: np.ndarray, reference: np.ndarray) -> float:
     design = np.stack([b, np.ones_like(b)], 1)
     coef, *_ = np.linalg.lstsq(design, a, rcond=None)
     departure = float(np.sqrt(np.mean((a - design @ coef) ** 2))) / span
-    smoothed_noise = pixel_noise(stack) / span / (2 * np.sqrt(np.pi) * SIGNAL_SMOOTHING)  # white noise averaged by that Gaussian
-    return float(np.sqrt(max(0.0, departure ** 2 - smoothed_noise ** 2)))
+    left = smoothed_noise(pixel_noise(stack), SIGNAL_SMOOTHING) / span
+    return float(np.sqrt(max(0.0, departure ** 2 - left ** 2)))

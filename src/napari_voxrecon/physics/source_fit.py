@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InputError
 from .optics import Optics
-from .pixel_noise import pixel_noise
+from .pixel_noise import pixel_noise, smoothed_noise
 
 #: How the fit's self-calibration finds positions estimated from the images (``FitConfig``
 #: fields; ``estimated_source_schedule`` adds the refit that follows). The sources move jointly
@@ -100,7 +100,7 @@ def spot_range(image: np.ndarray) -> tuple[float, float]:
 def spot_snr(image: np.ndarray) -> float:
     """How far the brightest point of one image (H, W), smoothed by a Gaussian of
     ``SPOT_SMOOTHING`` pixels, stands above the smoothed image's median, in units of the smoothed
-    noise (``pixel_noise`` / (2 √π s): white noise averaged by that Gaussian). Points within 2 s of
+    noise (``pixel_noise.smoothed_noise``: white noise averaged by that Gaussian). Points within 2 s of
     the border are not counted (their smoothing repeats the edge pixels, so noise reaches
     higher). Infinite where the noise is 0 or the image is too small to tell."""
     from scipy.ndimage import gaussian_filter
@@ -111,7 +111,7 @@ def spot_snr(image: np.ndarray) -> float:
     if min(img.shape) <= 2 * border + 2 or noise <= 0:
         return math.inf
     smooth = gaussian_filter(img, SPOT_SMOOTHING, mode="nearest")
-    unit = noise / (2 * math.sqrt(math.pi) * SPOT_SMOOTHING)
+    unit = smoothed_noise(noise, SPOT_SMOOTHING)
     return float(smooth[border:-border, border:-border].max() - np.median(smooth)) / unit
 
 
